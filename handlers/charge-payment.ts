@@ -1,0 +1,26 @@
+import { z } from 'zod';
+import { defineHandler, NonRetryableError } from '../src/index.ts';
+
+export const chargePaymentInput = z.object({
+  orderId: z.string(),
+  amountCents: z.number().int().positive(),
+  paymentMethod: z.string().min(1),
+});
+
+/**
+ * Charges the customer. The demo processor declines the payment method `card_declined`
+ * (a business outcome: no retry) and accepts any other.
+ */
+export const chargePayment = defineHandler({
+  name: 'chargePayment',
+  input: chargePaymentInput,
+  retry: { limit: 5, delaySeconds: 1, backoff: true, maxDelaySeconds: 30 },
+  timeoutSeconds: 30,
+  async run({ amountCents, paymentMethod }, ctx) {
+    if (paymentMethod === 'card_declined') throw new NonRetryableError('the card was declined');
+    return { chargeId: `ch-${ctx.idempotencyKey}`, amountCents };
+  },
+  async compensate(_input, result, ctx) {
+    ctx.log.info({ chargeId: result.chargeId, amountCents: result.amountCents }, 'refunded charge');
+  },
+});

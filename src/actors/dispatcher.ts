@@ -1,0 +1,155 @@
+import type pg from 'pg';
+import { Listener, sleep, withTransaction } from '../db/index.ts';
+import type { Logger } from '../shared/logger.ts';
+import { Wakeup } from '../shared/wakeup.ts';
+import { entityKey, readPendingEvents } from '../store/index.ts';
+import type { Effect, WorkflowRegistry } from '../workflows/index.ts';
+import { applyEvents, type EntityRow, type PlannedEffect, type StepResult } from './step.ts';
+
+/** Where the effects of a step go; implemented by the jobs part, called inside the step's transaction. */
+export interface EffectSink {
+  accepts(effect: Effect): boolean;
+  enqueue(
+    client: pg.ClientBase,
+    effects: ReadonlyArray<PlannedEffect & { machine: string; entityId: string }>,
+  ): Promise<void>;
+}
+
+export interface DispatcherOptions {
+  pool: pg.Pool;
+  databaseUrl: string;
+  registry: WorkflowRegistry;
+  effects: EffectSink;
+  notifyChannel: string;
+  concurrency: number;
+  batchSize: number;
+  pollIntervalMs: number;
+  /** Bounds one transaction when an entity has a long backlog; the rest follows in the next. */
+  maxEventsPerEntity?: number;
+  log: Logger;
+}
+
+const CLAIM_SQL = `
+select machine, entity_id as "entityId", machine_version as "machineVersion", snapshot,
+       applied_version as "appliedVersion"
+from entities
+where applied_version < last_version and status <> 'failed'
+order by pending_since
+limit $1
+for update skip locked`;
+
+const SAVE_SQL = `
+update entities e
+set snapshot = u.snapshot, state = u.state, status = u.status, machine_version = u.machine_version,
+    applied_version = u.applied_version, error = u.error, updated_at = now(),
+    pending_since = case when u.applied_version < e.last_version then now() end
+from unnest($1::text[], $2::text[], $3::jsonb[], $4::jsonb[], $5::text[], $6::int[], $7::int[], $8::jsonb[])
+  as u(machine, entity_id, snapshot, state, status, machine_version, applied_version, error)
+where e.machine = u.machine and e.entity_id = u.entity_id`;
+
+/**
+ * Moves entities forward: claims entities with unapplied events (SKIP LOCKED, so any
+ * number of processes can share the work), applies the events with the pure XState
+ * transition, and in the same transaction stores the new snapshots and enqueues the
+ * effects. One entity is only ever held by one transaction, which is what keeps its
+ * events in order across processes.
+ */
+export class Dispatcher {
+  readonly #options: DispatcherOptions;
+  readonly #wakeup = new Wakeup();
+  readonly #listener: Listener;
+  #running = false;
+  #loops: Promise<void>[] = [];
+
+  constructor(options: DispatcherOptions) {
+    this.#options = options;
+    this.#listener = new Listener(
+      options.databaseUrl,
+      options.notifyChannel,
+      () => this.#wakeAll(),
+      options.log,
+    );
+  }
+
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#listener.start();
+    this.#loops = Array.from({ length: this.#options.concurrency }, (_, i) => this.#loop(i));
+  }
+
+  /** Lets the transactions in flight commit, then stops; unclaimed work stays for the next start. */
+  async stop(): Promise<void> {
+    if (!this.#running) return;
+    this.#running = false;
+    this.#wakeAll();
+    await Promise.all(this.#loops);
+    await this.#listener.stop();
+  }
+
+  /** One claim-apply-commit round; resolves with how many entities it moved. */
+  async dispatchOnce(): Promise<number> {
+    const { pool, registry, effects, batchSize, log } = this.#options;
+    const maxEvents = this.#options.maxEventsPerEntity ?? 100;
+    return withTransaction(pool, async (client) => {
+      const { rows: claimed } = await client.query<EntityRow>(CLAIM_SQL, [batchSize]);
+      if (claimed.length === 0) return 0;
+      const pending = await readPendingEvents(client, claimed);
+      const results: Array<{ entity: EntityRow; result: StepResult }> = [];
+      for (const entity of claimed) {
+        const events = (pending.get(entityKey(entity.machine, entity.entityId)) ?? []).slice(0, maxEvents);
+        const result = applyEvents(registry, entity, events, (effect) => effects.accepts(effect));
+        if (result.error) {
+          log.warn(
+            { machine: entity.machine, entityId: entity.entityId, error: result.error },
+            'entity failed',
+          );
+        }
+        results.push({ entity, result });
+      }
+      await save(client, results);
+      const planned = results.flatMap(({ entity, result }) =>
+        result.effects.map((effect) => ({ ...effect, machine: entity.machine, entityId: entity.entityId })),
+      );
+      if (planned.length > 0) await effects.enqueue(client, planned);
+      return claimed.length;
+    });
+  }
+
+  #wakeAll(): void {
+    // One wake per loop: each waiting loop gets its own chance to claim.
+    for (let i = 0; i < this.#options.concurrency; i++) this.#wakeup.wake();
+  }
+
+  async #loop(index: number): Promise<void> {
+    const { batchSize, pollIntervalMs, log } = this.#options;
+    let failures = 0;
+    while (this.#running) {
+      try {
+        const moved = await this.dispatchOnce();
+        failures = 0;
+        if (moved < batchSize) await this.#wakeup.wait(pollIntervalMs);
+      } catch (error) {
+        failures++;
+        log.error({ err: error, loop: index }, 'dispatch failed; backing off');
+        await sleep(Math.min(10_000, 100 * 2 ** failures));
+      }
+    }
+  }
+}
+
+async function save(
+  client: pg.ClientBase,
+  results: ReadonlyArray<{ entity: EntityRow; result: StepResult }>,
+) {
+  await client.query(SAVE_SQL, [
+    results.map(({ entity }) => entity.machine),
+    results.map(({ entity }) => entity.entityId),
+    results.map(({ result }) => JSON.stringify(result.snapshot ?? null)),
+    results.map(({ result }) => JSON.stringify(result.state ?? null)),
+    results.map(({ result }) => result.status),
+    results.map(({ result }) => result.machineVersion),
+    results.map(({ result }) => result.appliedVersion),
+    results.map(({ result }) => (result.error ? JSON.stringify(result.error) : null)),
+  ]);
+}

@@ -1,0 +1,8 @@
+export { Dispatcher, type DispatcherOptions, type EffectSink } from './dispatcher.ts';
+export {
+  applyEvents,
+  type EntityRow,
+  type EntityStatus,
+  type PlannedEffect,
+  type StepResult,
+} from './step.ts';

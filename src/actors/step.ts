@@ -1,0 +1,140 @@
+import { type AnyMachineSnapshot, type AnyStateMachine, initialTransition, transition } from 'xstate';
+import { describeError, StatehouseError } from '../errors/index.ts';
+import type { StoredEvent } from '../store/index.ts';
+import { type Effect, effectOf, type WorkflowRegistry } from '../workflows/index.ts';
+
+export type EntityStatus = 'active' | 'done' | 'failed' | 'compensating' | 'needs-attention';
+
+export interface EntityRow {
+  machine: string;
+  entityId: string;
+  machineVersion: number | null;
+  snapshot: unknown;
+  appliedVersion: number;
+}
+
+export interface PlannedEffect {
+  effect: Effect;
+  /** Stable across retries and re-deliveries: the handler's idempotency key. */
+  key: string;
+  causedBy: StoredEvent;
+}
+
+export interface StepResult {
+  machineVersion: number | null;
+  snapshot: unknown;
+  state: unknown;
+  status: EntityStatus;
+  appliedVersion: number;
+  effects: PlannedEffect[];
+  error: Record<string, unknown> | null;
+}
+
+/**
+ * Applies an entity's pending events to its snapshot, purely: nothing is written and no
+ * effect runs here. A machine that throws stops the entity at the event that made it
+ * throw; the events before it stay applied.
+ */
+export function applyEvents(
+  registry: WorkflowRegistry,
+  entity: EntityRow,
+  events: readonly StoredEvent[],
+  acceptsHandler: (effect: Effect) => boolean = () => true,
+): StepResult {
+  const version = entity.machineVersion ?? registry.latest(entity.machine)?.version ?? null;
+  const machine = version === null ? undefined : registry.machine(entity.machine, version);
+  let result: StepResult = {
+    machineVersion: version,
+    snapshot: entity.snapshot,
+    state: null,
+    status: 'active',
+    appliedVersion: entity.appliedVersion,
+    effects: [],
+    error: null,
+  };
+  if (!machine) {
+    const known = registry.versions(entity.machine);
+    return {
+      ...result,
+      status: 'failed',
+      error: {
+        name: 'MachineNotRegistered',
+        message: `machine "${entity.machine}" version ${version ?? '?'} is not registered (registered: ${known.join(', ') || 'none'}); register it again or migrate the entity`,
+        eventVersion: events[0]?.version,
+      },
+    };
+  }
+
+  let snapshot: AnyMachineSnapshot | undefined =
+    entity.snapshot === null || entity.snapshot === undefined
+      ? undefined
+      : machine.resolveState(entity.snapshot as never);
+  for (const event of events) {
+    try {
+      const planned: PlannedEffect[] = [];
+      if (!snapshot) {
+        const [initial, actions] = initialTransition(machine, { entityId: entity.entityId });
+        snapshot = initial;
+        planned.push(...plan(actions, entity, event, 0));
+      }
+      const [next, actions] = transition(machine, snapshot, { type: event.type, data: event.data } as never);
+      planned.push(...plan(actions, entity, event, planned.length));
+      const unknown = planned.find((p) => !acceptsHandler(p.effect));
+      if (unknown) {
+        throw new StatehouseError(
+          'HANDLER_NOT_FOUND',
+          `machine "${entity.machine}" asked to ${unknown.effect.kind} handler "${unknown.effect.handler}", which this engine does not register${unknown.effect.kind === 'compensate' ? ' with a compensate function' : ''}; add it to the engine's handlers`,
+        );
+      }
+      snapshot = next;
+      result = {
+        ...result,
+        snapshot: persist(machine, next),
+        state: next.value,
+        status: statusOf(next),
+        appliedVersion: event.version,
+        effects: [...result.effects, ...planned],
+      };
+    } catch (error) {
+      return {
+        ...result,
+        status: 'failed',
+        error: { ...describeError(error), eventVersion: event.version, eventType: event.type },
+      };
+    }
+  }
+  return result;
+}
+
+function plan(
+  actions: ReadonlyArray<Parameters<typeof effectOf>[0]>,
+  entity: EntityRow,
+  event: StoredEvent,
+  offset: number,
+): PlannedEffect[] {
+  const planned: PlannedEffect[] = [];
+  for (const action of actions) {
+    const effect = effectOf(action);
+    if (!effect) continue;
+    const index = offset + planned.length;
+    planned.push({
+      effect,
+      key: `${entity.machine}:${entity.entityId}:${event.version}:${index}`,
+      causedBy: event,
+    });
+  }
+  return planned;
+}
+
+function persist(machine: AnyStateMachine, snapshot: AnyMachineSnapshot): unknown {
+  // A JSON round trip now, so that what is stored is exactly what will be restored.
+  return JSON.parse(JSON.stringify(machine.getPersistedSnapshot(snapshot)));
+}
+
+/** Machines opt into the richer statuses with state tags. */
+function statusOf(snapshot: AnyMachineSnapshot): EntityStatus {
+  if (snapshot.status === 'done') return 'done';
+  if (snapshot.hasTag('needs-attention')) return 'needs-attention';
+  if (snapshot.hasTag('compensating')) return 'compensating';
+  return 'active';
+}

@@ -1,0 +1,154 @@
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { jetstream } from '@nats-io/jetstream';
+import { connect, headers } from '@nats-io/transport-node';
+import { migrate } from '../db/index.ts';
+import { Engine } from '../engine/index.ts';
+import { getEntity } from '../entities/index.ts';
+import { UsageError } from '../errors/index.ts';
+import type { Handler } from '../jobs/index.ts';
+import { resolveServices } from '../services/index.ts';
+import { createLogger } from '../shared/logger.ts';
+import type { Workflow } from '../workflows/index.ts';
+import { commandContext, natsUrl, redactUrl, withDatabase } from './context.ts';
+import { formatEntity } from './format.ts';
+
+export async function migrateCommand(): Promise<void> {
+  const { config, log } = commandContext();
+  await withDatabase(config, log, async (pool) => {
+    const result = await migrate(pool, config.database.schema);
+    const names = result.applied.map((m) => `${m.version}_${m.name}`).join(', ');
+    console.log(
+      result.applied.length > 0
+        ? `applied ${result.applied.length} migration(s): ${names}; schema "${config.database.schema}" is at ${result.current}`
+        : `schema "${config.database.schema}" is up to date at ${result.current}`,
+    );
+  });
+}
+
+export async function entityCommand(id: string, options: { machine?: string; json?: boolean }): Promise<void> {
+  const { config, log } = commandContext();
+  await withDatabase(config, log, async (pool) => {
+    const entity = await getEntity(pool, id, options.machine);
+    console.log(options.json ? JSON.stringify(entity, null, 2) : formatEntity(entity));
+  });
+}
+
+export async function publishCommand(subject: string, payload: string, options: { id?: string }): Promise<void> {
+  const { config, log } = commandContext();
+  const text = payload.startsWith('@') ? readText(payload.slice(1)) : payload;
+  try {
+    JSON.parse(text);
+  } catch (error) {
+    throw new UsageError(`the payload is not JSON (${(error as Error).message}); pass JSON or @file.json`);
+  }
+  const nc = await connect({ servers: await natsUrl(config, log) });
+  try {
+    const h = headers();
+    const id = options.id ?? randomUUID();
+    h.set('Nats-Msg-Id', id);
+    const ack = await jetstream(nc)
+      .publish(subject, text, { headers: h })
+      .catch((error: unknown) => {
+        throw new UsageError(
+          `NATS did not store ${subject}: ${(error as Error).message}. Is a JetStream stream taking this subject? \`npm start\` creates one for the shipped machines.`,
+          { cause: error },
+        );
+      });
+    console.log(
+      `published ${subject} as message ${id} → stream ${ack.stream} seq ${ack.seq}${ack.duplicate ? ' (duplicate: already stored by NATS)' : ''}`,
+    );
+  } finally {
+    await nc.close();
+  }
+}
+
+export interface StartOptions {
+  app?: string;
+}
+
+/** Runs the engine until SIGINT/SIGTERM, then stops it cleanly. */
+export async function startCommand(options: StartOptions): Promise<void> {
+  const { config } = commandContext();
+  const log = createLogger(config.log.level, { service: 'statehouse' });
+  const app = await loadApp(options.app);
+  const services = await resolveServices(config, log);
+  let engine: Engine;
+  try {
+    engine = await Engine.create({
+      config,
+      databaseUrl: services.postgres.url,
+      natsUrl: services.nats.url,
+      workflows: app.workflows,
+      handlers: app.handlers,
+      log,
+    });
+    await engine.start();
+  } catch (error) {
+    await services.stop();
+    throw error;
+  }
+  const subject = engine.subjects[0] ?? 'orders.*.>';
+  const example = subject.replace('*', 'o-1042').replace('>', 'placed');
+  console.log(
+    [
+      '',
+      `statehouse is running (${app.workflows.map((w) => `${w.name} v${w.version}`).join(', ')})`,
+      `  postgres  ${redactUrl(services.postgres.url)} (${services.postgres.origin}), schema "${config.database.schema}"`,
+      `  nats      ${services.nats.url} (${services.nats.origin}), stream "${config.nats.stream}"`,
+      `  subjects  ${engine.subjects.join(', ')}`,
+      '',
+      'publish an order with the NATS CLI:',
+      `  nats pub ${example} '{"type":"order.placed","data":{"customerId":"c-7","items":[{"sku":"book-1","quantity":1}],"amountCents":2599,"paymentMethod":"visa","address":"1 Main St"}}'`,
+      'or with statehouse (adds a Nats-Msg-Id):',
+      `  npm run statehouse -- publish ${example} '{"type":"order.placed","data":{…}}'`,
+      'then look at it:',
+      '  npm run statehouse -- entity o-1042',
+      '',
+      'Ctrl-C stops the engine.',
+    ].join('\n'),
+  );
+  await new Promise<void>((done) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'stopping: finishing work in flight');
+      done();
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  await engine.stop();
+  await services.stop();
+  log.info('stopped');
+}
+
+interface App {
+  workflows: readonly Workflow[];
+  handlers: readonly Handler<never, unknown>[];
+}
+
+/** The module that lists the workflows and handlers to serve; by default the shipped demo. */
+async function loadApp(path: string | undefined): Promise<App> {
+  if (!path) {
+    const [{ workflows }, { handlers }] = await Promise.all([
+      import('../../machines/index.ts'),
+      import('../../handlers/index.ts'),
+    ]);
+    return { workflows, handlers: handlers as unknown as Handler<never, unknown>[] };
+  }
+  const module = (await import(pathToFileURL(resolve(path)).href)) as Partial<App>;
+  if (!Array.isArray(module.workflows) || !Array.isArray(module.handlers)) {
+    throw new UsageError(`${path} must export \`workflows\` and \`handlers\` arrays`);
+  }
+  return { workflows: module.workflows, handlers: module.handlers };
+}
+
+function readText(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new UsageError(`cannot read ${file}: ${(error as Error).message}`);
+  }
+}
+

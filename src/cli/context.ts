@@ -1,0 +1,54 @@
+import { type Config, loadConfig } from '../config/index.ts';
+import { createPool } from '../db/index.ts';
+import { resolveNats, resolvePostgres } from '../services/index.ts';
+import { createLogger, type Logger } from '../shared/logger.ts';
+import { StatehouseError } from '../errors/index.ts';
+
+export function redactUrl(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.password) parsed.password = '***';
+  return parsed.toString();
+}
+
+/** What every command needs: the resolved config and a logger on stderr. */
+export function commandContext(): { config: Config; log: Logger } {
+  const config = loadConfig();
+  return { config, log: createLogger(process.env.STATEHOUSE_LOG_LEVEL ?? 'warn', { service: 'statehouse-cli' }) };
+}
+
+/**
+ * Commands other than `start` use servers that already run: starting an embedded
+ * Postgres only to read one row and stop it again would help nobody.
+ */
+export async function withDatabase<T>(
+  config: Config,
+  log: Logger,
+  work: (pool: ReturnType<typeof createPool>) => Promise<T>,
+): Promise<T> {
+  const postgres = await resolvePostgres({
+    url: config.database.url,
+    autoStart: false,
+    dataDir: config.services.dataDir,
+    log,
+  });
+  const pool = createPool({ url: postgres.url, schema: config.database.schema, max: 2 });
+  try {
+    return await work(pool);
+  } catch (error) {
+    if ((error as { code?: string }).code === '42P01') {
+      throw new StatehouseError(
+        'MIGRATION_FAILED',
+        `the statehouse tables are not in schema "${config.database.schema}" of ${redactUrl(postgres.url)}; run \`statehouse migrate\` or \`npm start\` first`,
+        { cause: error },
+      );
+    }
+    throw error;
+  } finally {
+    await pool.end();
+  }
+}
+
+export async function natsUrl(config: Config, log: Logger): Promise<string> {
+  const nats = await resolveNats({ url: config.nats.url, autoStart: false, dataDir: config.services.dataDir, log });
+  return nats.url;
+}

@@ -1,0 +1,22 @@
+import type { EntityView } from '../entities/index.ts';
+
+export function formatEntity(entity: EntityView): string {
+  const state = typeof entity.state === 'string' ? entity.state : JSON.stringify(entity.state);
+  const lines = [
+    `${entity.machine} ${entity.entityId}`,
+    `  status   ${entity.status}${entity.appliedVersion < entity.version ? ` (${entity.version - entity.appliedVersion} events pending)` : ''}`,
+    `  state    ${state}`,
+    `  version  ${entity.version} (machine v${entity.machineVersion ?? '?'})`,
+    `  updated  ${entity.updatedAt.toISOString()}`,
+  ];
+  if (entity.error) lines.push(`  error    ${JSON.stringify(entity.error)}`);
+  lines.push(`  context  ${JSON.stringify(entity.context)}`, '', '  history');
+  const width = Math.max(...entity.history.map((e) => e.type.length), 4);
+  for (const event of entity.history) {
+    const applied = event.version <= entity.appliedVersion ? ' ' : '…';
+    lines.push(
+      `  ${applied}${String(event.version).padStart(4)}  ${event.recordedAt.toISOString()}  ${event.type.padEnd(width)}  ${event.source}${event.subject ? `  ${event.subject}` : ''}`,
+    );
+  }
+  return lines.join('\n');
+}

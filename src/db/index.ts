@@ -1,0 +1,4 @@
+export { Listener } from './listener.ts';
+export { type MigrateResult, type Migration, migrate, readMigrations } from './migrate.ts';
+export { createPool, type PoolOptions, quoteIdent } from './pool.ts';
+export { isRetryableDatabaseError, sleep, withTransaction } from './transaction.ts';

@@ -1,0 +1,74 @@
+import type pg from 'pg';
+
+/** SQLSTATEs after which the same transaction can simply run again. */
+const RETRYABLE_SQLSTATES = new Set([
+  '40001', // serialization_failure
+  '40P01', // deadlock_detected
+  '55P03', // lock_not_available
+  '57P01', // admin_shutdown (server restarting)
+  '57P03', // cannot_connect_now (server starting)
+  '08000', // connection_exception
+  '08003', // connection_does_not_exist
+  '08006', // connection_failure
+]);
+
+const RETRYABLE_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
+
+export function isRetryableDatabaseError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && (RETRYABLE_SQLSTATES.has(code) || RETRYABLE_NODE_CODES.has(code)))
+    return true;
+  const message = (error as Error | null)?.message ?? '';
+  return /Connection terminated|connection timeout|Client has encountered a connection error/i.test(message);
+}
+
+export interface TransactionOptions {
+  /** How many times a retryable failure is tried again, with doubling backoff. */
+  retries?: number;
+  /** Failures specific to this work that are also worth running again (e.g. a lost race). */
+  alsoRetry?: (error: unknown) => boolean;
+}
+
+/**
+ * Runs `work` in one transaction on its own client. Failures Postgres calls transient
+ * (deadlock, serialization, restart) are retried; anything else rolls back and throws.
+ */
+export async function withTransaction<T>(
+  pool: pg.Pool,
+  work: (client: pg.PoolClient) => Promise<T>,
+  options: TransactionOptions = {},
+): Promise<T> {
+  const retries = options.retries ?? 5;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await runOnce(pool, work);
+    } catch (error) {
+      if (attempt >= retries || !(isRetryableDatabaseError(error) || options.alsoRetry?.(error))) throw error;
+      await sleep(Math.min(2000, 20 * 2 ** attempt) * (0.5 + Math.random()));
+    }
+  }
+}
+
+async function runOnce<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let broken = false;
+  try {
+    await client.query('begin');
+    const result = await work(client);
+    await client.query('commit');
+    return result;
+  } catch (error) {
+    try {
+      await client.query('rollback');
+    } catch {
+      broken = true;
+    }
+    throw error;
+  } finally {
+    client.release(broken);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

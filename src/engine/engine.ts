@@ -1,0 +1,148 @@
+import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type pg from 'pg';
+import { Dispatcher } from '../actors/index.ts';
+import type { Config } from '../config/index.ts';
+import { createPool, migrate } from '../db/index.ts';
+import { ensureStream, Ingestor, type IngestorOptions } from '../ingest/index.ts';
+import { type Handler, JobRunner } from '../jobs/index.ts';
+import { createLogger, type Logger } from '../shared/logger.ts';
+import { type Workflow, WorkflowRegistry } from '../workflows/index.ts';
+
+export interface EngineOptions {
+  config: Config;
+  /** Postgres and NATS as resolved by `resolveServices`, or given directly. */
+  databaseUrl: string;
+  natsUrl: string;
+  workflows: readonly Workflow[];
+  handlers: readonly Handler<never, unknown>[];
+  log?: Logger;
+  /** Which parts run in this process; all by default. */
+  parts?: Partial<Record<'ingest' | 'dispatch' | 'jobs', boolean>>;
+  hooks?: IngestorOptions['hooks'];
+}
+
+/**
+ * One engine process: ingest, dispatcher and job workers over a shared pool. It holds no
+ * state of its own; any number can run against the same Postgres and NATS.
+ */
+export class Engine {
+  readonly config: Config;
+  readonly pool: pg.Pool;
+  readonly registry: WorkflowRegistry;
+  readonly log: Logger;
+  readonly jobs: JobRunner;
+  readonly dispatcher: Dispatcher;
+  readonly nats: NatsConnection;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  readonly #ingestor: Ingestor;
+  readonly #parts: Record<'ingest' | 'dispatch' | 'jobs', boolean>;
+  #started = false;
+
+  private constructor(options: EngineOptions, nats: NatsConnection, jsm: JetStreamManager, pool: pg.Pool) {
+    const { config } = options;
+    this.config = config;
+    this.log = options.log ?? createLogger(config.log.level, { service: 'statehouse' });
+    this.registry = new WorkflowRegistry(options.workflows, { subjectPrefix: config.nats.subjectPrefix });
+    this.pool = pool;
+    this.nats = nats;
+    this.jsm = jsm;
+    this.js = jetstream(nats);
+    this.#parts = { ingest: true, dispatch: true, jobs: true, ...options.parts };
+    const notifyChannel = `${config.database.schema}.dispatch`;
+    this.jobs = new JobRunner({
+      databaseUrl: options.databaseUrl,
+      pool,
+      bossSchema: config.jobs.schema,
+      handlers: options.handlers,
+      concurrency: config.jobs.concurrency,
+      batchSize: config.jobs.batchSize,
+      pollIntervalSeconds: config.jobs.pollIntervalSeconds,
+      notifyChannel,
+      log: this.log.child({ part: 'jobs' }),
+    });
+    this.dispatcher = new Dispatcher({
+      pool,
+      databaseUrl: options.databaseUrl,
+      registry: this.registry,
+      effects: this.jobs,
+      notifyChannel,
+      concurrency: config.dispatcher.concurrency,
+      batchSize: config.dispatcher.batchSize,
+      pollIntervalMs: config.dispatcher.pollIntervalMs,
+      log: this.log.child({ part: 'dispatcher' }),
+    });
+    this.#ingestor = new Ingestor({
+      pool,
+      databaseUrl: options.databaseUrl,
+      js: this.js,
+      jsm,
+      registry: this.registry,
+      stream: config.nats.stream,
+      consumer: config.nats.consumer,
+      batchSize: config.ingest.batchSize,
+      flushIntervalMs: config.ingest.flushIntervalMs,
+      maxPayloadBytes: config.nats.maxPayloadBytes,
+      ackWaitMs: config.nats.ackWaitMs,
+      maxDeliver: config.nats.maxDeliver,
+      notifyChannel,
+      log: this.log.child({ part: 'ingest' }),
+      ...(options.hooks ? { hooks: options.hooks } : {}),
+    });
+  }
+
+  /** Connects, applies migrations, and sets up the stream and the job queues. Nothing runs yet. */
+  static async create(options: EngineOptions): Promise<Engine> {
+    const { config } = options;
+    const pool = createPool({
+      url: options.databaseUrl,
+      schema: config.database.schema,
+      max: config.database.poolSize,
+    });
+    let nats: NatsConnection | undefined;
+    try {
+      await migrate(pool, config.database.schema);
+      nats = await connect({ servers: options.natsUrl, maxReconnectAttempts: -1, name: 'statehouse' });
+      const jsm = await jetstreamManager(nats);
+      const engine = new Engine(options, nats, jsm, pool);
+      await ensureStream(jsm, { stream: config.nats.stream, subjects: engine.registry.subjects });
+      await engine.jobs.install();
+      return engine;
+    } catch (error) {
+      await nats?.close().catch(() => {});
+      await pool.end().catch(() => {});
+      throw error;
+    }
+  }
+
+  /** The subjects publishers can send to, with the configured prefix. */
+  get subjects(): string[] {
+    return this.registry.subjects;
+  }
+
+  async start(): Promise<void> {
+    if (this.#started) return;
+    this.#started = true;
+    if (this.#parts.jobs) await this.jobs.start();
+    if (this.#parts.dispatch) this.dispatcher.start();
+    if (this.#parts.ingest) this.#ingestor.start();
+  }
+
+  /**
+   * Stops in flow order: no new messages in, the dispatcher's open transactions commit,
+   * running handlers finish (or are aborted after the grace period and retried later).
+   */
+  async stop(options: { graceMs?: number } = {}): Promise<void> {
+    if (this.#started) {
+      await this.#ingestor.stop();
+      await this.dispatcher.stop();
+      await this.jobs.stop(options.graceMs);
+      this.#started = false;
+    } else {
+      await this.jobs.stop(0);
+    }
+    await this.nats.drain().catch(() => {});
+    await this.pool.end();
+  }
+}

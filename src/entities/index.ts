@@ -1,0 +1,1 @@
+export { type EntityView, getEntity } from './query.ts';

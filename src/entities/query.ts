@@ -1,0 +1,44 @@
+import type pg from 'pg';
+import { StatehouseError } from '../errors/index.ts';
+import { readStream, type StoredEvent } from '../store/index.ts';
+
+export interface EntityView {
+  machine: string;
+  entityId: string;
+  machineVersion: number | null;
+  status: string;
+  state: unknown;
+  context: unknown;
+  version: number;
+  appliedVersion: number;
+  error: unknown;
+  createdAt: Date;
+  updatedAt: Date;
+  history: StoredEvent[];
+}
+
+/**
+ * Finds an entity by id. Ids are unique per machine, so when several machines have the
+ * same id the caller must say which.
+ */
+export async function getEntity(pool: pg.Pool, entityId: string, machine?: string): Promise<EntityView> {
+  const { rows } = await pool.query<Omit<EntityView, 'history' | 'context'> & { snapshot: { context?: unknown } | null }>(
+    `select machine, entity_id as "entityId", machine_version as "machineVersion", status, state, snapshot,
+            last_version as version, applied_version as "appliedVersion", error,
+            created_at as "createdAt", updated_at as "updatedAt"
+     from entities where entity_id = $1 and ($2::text is null or machine = $2)`,
+    [entityId, machine ?? null],
+  );
+  if (rows.length === 0) {
+    throw new StatehouseError('ENTITY_NOT_FOUND', `no entity "${entityId}"${machine ? ` of machine "${machine}"` : ''}`);
+  }
+  if (rows.length > 1) {
+    throw new StatehouseError(
+      'ENTITY_AMBIGUOUS',
+      `"${entityId}" is an entity of several machines (${rows.map((r) => r.machine).join(', ')}); say which with --machine`,
+    );
+  }
+  const { snapshot, ...row } = rows[0]!;
+  const history = await readStream(pool, row.machine, row.entityId);
+  return { ...row, context: snapshot?.context ?? null, history };
+}

@@ -1,0 +1,16 @@
+// The public surface of statehouse. Anything not exported here is internal.
+export { type Config, type ConfigInput, loadConfig } from './config/index.ts';
+export { migrate } from './db/index.ts';
+export { Engine, type EngineOptions } from './engine/index.ts';
+export {
+  ConfigError,
+  type ErrorCode,
+  NonRetryableError,
+  ServiceUnavailableError,
+  StatehouseError,
+  VersionConflictError,
+} from './errors/index.ts';
+export { defineHandler, type Handler, type HandlerContext, type RetryPolicy } from './jobs/index.ts';
+export { resolveServices, type Services } from './services/index.ts';
+export type { NewEvent, StoredEvent } from './store/index.ts';
+export { compensate, defineWorkflow, runHandler, type Workflow } from './workflows/index.ts';

@@ -1,0 +1,46 @@
+import { setTimeout as delay } from 'node:timers/promises';
+
+const TIMED_OUT: unique symbol = Symbol('timed out');
+
+/**
+ * Groups an async stream into batches: waits for a first item, then takes whatever else
+ * arrives within `flushMs`, up to `max`. An item still in flight when the window closes
+ * is kept for the next batch, never dropped.
+ */
+export class BatchReader<T> {
+  readonly #iterator: AsyncIterator<T>;
+  #inFlight: Promise<IteratorResult<T>> | undefined;
+
+  constructor(source: AsyncIterable<T>) {
+    this.#iterator = source[Symbol.asyncIterator]();
+  }
+
+  /** The next batch, or null when the source has ended. */
+  async next(max: number, flushMs: number): Promise<T[] | null> {
+    const first = await this.#pull();
+    if (first.done) return null;
+    const batch = [first.value];
+    const window = new AbortController();
+    const closed: Promise<typeof TIMED_OUT> = delay(flushMs, TIMED_OUT, { signal: window.signal }).catch(
+      () => TIMED_OUT,
+    );
+    try {
+      while (batch.length < max) {
+        const result = await Promise.race([this.#pull(), closed]);
+        if (result === TIMED_OUT || result.done) break;
+        batch.push(result.value);
+      }
+    } finally {
+      window.abort();
+    }
+    return batch;
+  }
+
+  #pull(): Promise<IteratorResult<T>> {
+    this.#inFlight ??= this.#iterator.next().then((result) => {
+      this.#inFlight = undefined;
+      return result;
+    });
+    return this.#inFlight;
+  }
+}

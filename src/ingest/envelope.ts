@@ -1,0 +1,237 @@
+import { z } from 'zod';
+import type { NewEvent } from '../store/index.ts';
+import type { WorkflowRegistry } from '../workflows/index.ts';
+
+export type QuarantineReason =
+  | 'malformed-json'
+  | 'unknown-subject'
+  | 'unknown-type'
+  | 'schema-violation'
+  | 'oversize'
+  | 'invalid-entity-id'
+  | 'invalid-envelope';
+
+/** A message as it came off NATS, before anything is trusted. */
+export interface RawMessage {
+  subject: string;
+  data: Uint8Array;
+  headers: Readonly<Record<string, string>>;
+  stream: string;
+  seq: number;
+  publishedAt: Date;
+}
+
+export type ParseResult =
+  | { ok: true; event: NewEvent }
+  | { ok: false; reasonCode: QuarantineReason; reason: string; messageId: string };
+
+export interface ParseOptions {
+  maxPayloadBytes: number;
+}
+
+const ENTITY_ID = /^[A-Za-z0-9_\-:@+=~]{1,128}$/;
+
+const plainEnvelope = z.object({
+  type: z.string().min(1).max(200),
+  data: z.unknown().optional(),
+  schemaVersion: z.number().int().min(1).optional(),
+});
+
+/** CloudEvents 1.0, structured JSON mode. Extension attributes are lower-case per the spec. */
+const structuredCloudEvent = z.looseObject({
+  specversion: z.literal('1.0'),
+  id: z.string().min(1),
+  source: z.string().min(1),
+  type: z.string().min(1).max(200),
+  data: z.unknown().optional(),
+  data_base64: z.string().optional(),
+  time: z.string().optional(),
+  schemaversion: z.coerce.number().int().min(1).optional(),
+});
+
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Turns a NATS message into an event for the store, or says exactly why it must be
+ * quarantined. Pure: the same message always gives the same answer, which is what lets
+ * a quarantined message be re-driven through it after a fix.
+ */
+export function parseMessage(
+  raw: RawMessage,
+  registry: WorkflowRegistry,
+  options: ParseOptions,
+): ParseResult {
+  const fallbackId = raw.headers['Nats-Msg-Id'] ?? `nats:${raw.stream}:${raw.seq}`;
+  const reject = (reasonCode: QuarantineReason, reason: string): ParseResult => ({
+    ok: false,
+    reasonCode,
+    reason,
+    messageId: fallbackId,
+  });
+
+  if (raw.data.byteLength > options.maxPayloadBytes) {
+    return reject(
+      'oversize',
+      `payload is ${raw.data.byteLength} bytes; the limit is ${options.maxPayloadBytes}`,
+    );
+  }
+  const route = registry.route(raw.subject);
+  if (!route) return reject('unknown-subject', `no workflow takes subject "${raw.subject}"`);
+  if (!ENTITY_ID.test(route.entityId)) {
+    return reject(
+      'invalid-entity-id',
+      `entity id "${route.entityId}" must be 1-128 characters of letters, digits and _ - : @ + = ~`,
+    );
+  }
+
+  const envelope = readEnvelope(raw);
+  if (!envelope.ok) return reject(envelope.reasonCode, envelope.reason);
+  const { type, data, schemaVersion, messageId, metadata } = envelope;
+
+  const schema = route.workflow.events[type];
+  if (!schema) {
+    const known = Object.keys(route.workflow.events).join(', ');
+    return reject(
+      'unknown-type',
+      `workflow "${route.workflow.name}" takes no event type "${type}" (it takes: ${known})`,
+    );
+  }
+  const checked = schema.safeParse(data);
+  if (!checked.success) {
+    return reject(
+      'schema-violation',
+      `data of "${type}" does not match its schema: ${z.prettifyError(checked.error)}`,
+    );
+  }
+
+  return {
+    ok: true,
+    event: {
+      machine: route.workflow.name,
+      entityId: route.entityId,
+      type,
+      schemaVersion,
+      data: checked.data,
+      metadata,
+      messageId: raw.headers['Nats-Msg-Id'] ?? messageId ?? fallbackId,
+      source: 'nats',
+      subject: raw.subject,
+      natsStream: raw.stream,
+      natsSeq: raw.seq,
+      publishedAt: raw.publishedAt,
+    },
+  };
+}
+
+type Envelope =
+  | {
+      ok: true;
+      type: string;
+      data: unknown;
+      schemaVersion: number;
+      messageId: string | undefined;
+      metadata: Record<string, unknown>;
+    }
+  | { ok: false; reasonCode: QuarantineReason; reason: string };
+
+function readEnvelope(raw: RawMessage): Envelope {
+  const h = raw.headers;
+  const traced = pick({
+    correlationId: h['Correlation-Id'] ?? h['ce-correlationid'],
+    causationId: h['Causation-Id'] ?? h['ce-causationid'],
+    traceparent: h.traceparent ?? h['ce-traceparent'],
+    tracestate: h.tracestate ?? h['ce-tracestate'],
+  });
+
+  const body = decodeJson(raw.data);
+  // CloudEvents binary mode: attributes in ce- headers, the body is the data.
+  if (h['ce-specversion'] !== undefined) {
+    if (h['ce-specversion'] !== '1.0' || !h['ce-type'] || !h['ce-id'] || !h['ce-source']) {
+      return {
+        ok: false,
+        reasonCode: 'invalid-envelope',
+        reason: 'CloudEvents binary mode needs ce-specversion 1.0, ce-id, ce-source and ce-type headers',
+      };
+    }
+    if (!body.ok) return { ok: false, reasonCode: 'malformed-json', reason: body.reason };
+    return {
+      ok: true,
+      type: h['ce-type'],
+      data: body.value,
+      schemaVersion: Number(h['ce-schemaversion'] ?? 1) || 1,
+      messageId: `ce:${h['ce-source']}:${h['ce-id']}`,
+      metadata: pick({
+        ...traced,
+        cloudEvent: pick({ id: h['ce-id'], source: h['ce-source'], time: h['ce-time'] }),
+      }),
+    };
+  }
+
+  if (!body.ok) return { ok: false, reasonCode: 'malformed-json', reason: body.reason };
+  const value = body.value;
+  if (value !== null && typeof value === 'object' && 'specversion' in value) {
+    const ce = structuredCloudEvent.safeParse(value);
+    if (!ce.success) {
+      return {
+        ok: false,
+        reasonCode: 'invalid-envelope',
+        reason: `not a valid CloudEvent: ${z.prettifyError(ce.error)}`,
+      };
+    }
+    if (ce.data.data_base64 !== undefined) {
+      return {
+        ok: false,
+        reasonCode: 'invalid-envelope',
+        reason: 'CloudEvents data_base64 is not supported; send JSON data',
+      };
+    }
+    const ext = ce.data as Record<string, unknown>;
+    return {
+      ok: true,
+      type: ce.data.type,
+      data: ce.data.data ?? null,
+      schemaVersion: ce.data.schemaversion ?? 1,
+      messageId: `ce:${ce.data.source}:${ce.data.id}`,
+      metadata: pick({
+        correlationId: traced.correlationId ?? ext.correlationid,
+        causationId: traced.causationId ?? ext.causationid,
+        traceparent: traced.traceparent ?? ext.traceparent,
+        tracestate: traced.tracestate ?? ext.tracestate,
+        cloudEvent: pick({ id: ce.data.id, source: ce.data.source, time: ce.data.time }),
+      }),
+    };
+  }
+
+  const plain = plainEnvelope.safeParse(value);
+  if (!plain.success) {
+    return {
+      ok: false,
+      reasonCode: 'invalid-envelope',
+      reason: `expected {"type": string, "data": …} or a CloudEvent: ${z.prettifyError(plain.error)}`,
+    };
+  }
+  return {
+    ok: true,
+    type: plain.data.type,
+    data: plain.data.data ?? null,
+    schemaVersion: plain.data.schemaVersion ?? 1,
+    messageId: undefined,
+    metadata: traced,
+  };
+}
+
+function decodeJson(bytes: Uint8Array): { ok: true; value: unknown } | { ok: false; reason: string } {
+  try {
+    return { ok: true, value: JSON.parse(decoder.decode(bytes)) };
+  } catch (error) {
+    return { ok: false, reason: `payload is not UTF-8 JSON: ${(error as Error).message}` };
+  }
+}
+
+function pick(record: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(record).filter(
+      ([, v]) => v !== undefined && !(typeof v === 'object' && v !== null && Object.keys(v).length === 0),
+    ),
+  );
+}

@@ -1,0 +1,17 @@
+export { BatchReader } from './batches.ts';
+export {
+  type ParseOptions,
+  type ParseResult,
+  parseMessage,
+  type QuarantineReason,
+  type RawMessage,
+} from './envelope.ts';
+export { Ingestor, type IngestorOptions } from './ingestor.ts';
+export { type QuarantinedMessage, quarantineMessages } from './quarantine.ts';
+export {
+  type ConsumerSettings,
+  ensureConsumer,
+  ensureStream,
+  isNotFound,
+  type StreamSettings,
+} from './stream.ts';

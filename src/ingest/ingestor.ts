@@ -1,0 +1,240 @@
+import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
+import pg from 'pg';
+import { isRetryableDatabaseError, sleep, withTransaction } from '../db/index.ts';
+import { StatehouseError } from '../errors/index.ts';
+import type { Logger } from '../shared/logger.ts';
+import { appendEvents, isDuplicateMessageError, type NewEvent } from '../store/index.ts';
+import type { WorkflowRegistry } from '../workflows/index.ts';
+import { BatchReader } from './batches.ts';
+import { parseMessage, type RawMessage } from './envelope.ts';
+import { type QuarantinedMessage, quarantineMessages } from './quarantine.ts';
+import { ensureConsumer } from './stream.ts';
+
+export interface IngestorOptions {
+  pool: pg.Pool;
+  databaseUrl: string;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  registry: WorkflowRegistry;
+  stream: string;
+  consumer: string;
+  batchSize: number;
+  flushIntervalMs: number;
+  maxPayloadBytes: number;
+  ackWaitMs: number;
+  maxDeliver: number;
+  notifyChannel: string;
+  log: Logger;
+  /** Fault hooks for tests: called at the named point, may throw to simulate a crash there. */
+  hooks?: { afterCommit?: (messages: readonly JsMsg[]) => void | Promise<void> };
+}
+
+class LeadershipLost extends StatehouseError {
+  constructor(stream: string) {
+    super('SERVICE_UNAVAILABLE', `another process took over ingest of stream "${stream}"`, {
+      retryable: true,
+    });
+  }
+}
+
+/**
+ * Moves messages from the JetStream consumer into Postgres, in stream order.
+ *
+ * One process at a time ingests a stream (a Postgres advisory lock elects it), so the
+ * order in which events are stored is JetStream's order. A checkpoint row, advanced in
+ * the same transaction as the events, fences a leader that lost its lock without
+ * noticing, and tells a new leader where to resume. Messages are acked only after
+ * that transaction has committed.
+ */
+export class Ingestor {
+  readonly #o: IngestorOptions;
+  #running = false;
+  #loop: Promise<void> | undefined;
+  #messages: ConsumerMessages | undefined;
+  #lockClient: pg.Client | undefined;
+  #stored = 0;
+
+  constructor(options: IngestorOptions) {
+    this.#o = options;
+  }
+
+  /** Messages stored (as events or in quarantine) by this process since start. */
+  get stored(): number {
+    return this.#stored;
+  }
+
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#loop = this.#run();
+  }
+
+  /** Stores the batch in hand, then stops; unacked messages are redelivered to the next leader. */
+  async stop(): Promise<void> {
+    this.#running = false;
+    await this.#messages?.close().catch(() => {});
+    await this.#loop;
+  }
+
+  async #run(): Promise<void> {
+    let failures = 0;
+    while (this.#running) {
+      try {
+        if (await this.#acquireLeadership()) {
+          failures = 0;
+          await this.#lead();
+        } else {
+          await sleep(1000);
+        }
+      } catch (error) {
+        if (!this.#running) break;
+        failures++;
+        this.#o.log.warn({ err: error, stream: this.#o.stream }, 'ingest interrupted; resuming');
+        await sleep(Math.min(10_000, 200 * 2 ** failures));
+      } finally {
+        await this.#releaseLeadership();
+      }
+    }
+  }
+
+  async #acquireLeadership(): Promise<boolean> {
+    const client = new pg.Client({
+      connectionString: this.#o.databaseUrl,
+      application_name: 'statehouse-ingest-lock',
+    });
+    client.on('error', () => this.#messages?.stop());
+    client.on('end', () => this.#messages?.stop());
+    await client.connect();
+    const { rows } = await client.query<{ locked: boolean }>(
+      'select pg_try_advisory_lock(hashtext($1)) as locked',
+      [`statehouse.ingest:${this.#o.stream}`],
+    );
+    if (!rows[0]?.locked) {
+      await client.end();
+      return false;
+    }
+    this.#lockClient = client;
+    return true;
+  }
+
+  async #releaseLeadership(): Promise<void> {
+    const client = this.#lockClient;
+    this.#lockClient = undefined;
+    // Closing the session releases the advisory lock.
+    await client?.end().catch(() => {});
+  }
+
+  async #lead(): Promise<void> {
+    const { js, stream, consumer, batchSize, flushIntervalMs, log } = this.#o;
+    let checkpoint = await this.#readCheckpoint();
+    await this.#resumeConsumerAt(checkpoint);
+    log.info({ stream, consumer, checkpoint }, 'leading ingest');
+
+    const messages = await (await js.consumers.get(stream, consumer)).consume({
+      max_messages: batchSize * 2,
+    });
+    this.#messages = messages;
+    const reader = new BatchReader<JsMsg>(messages);
+    try {
+      while (this.#running && this.#lockClient) {
+        const batch = await reader.next(batchSize, flushIntervalMs);
+        if (!batch) break;
+        checkpoint = await this.#storeWithRetry(batch, checkpoint);
+      }
+    } finally {
+      await messages.close().catch(() => {});
+      this.#messages = undefined;
+    }
+  }
+
+  /**
+   * A consumer that delivered past the checkpoint belongs to a leader that died with
+   * messages in hand; those would be redelivered only after newer ones, breaking order.
+   * Recreating the consumer at the checkpoint makes delivery resume in order.
+   */
+  async #resumeConsumerAt(checkpoint: number): Promise<void> {
+    const { jsm, stream, consumer, ackWaitMs, maxDeliver, batchSize } = this.#o;
+    const settings = { stream, consumer, ackWaitMs, maxDeliver, maxAckPending: batchSize * 4 };
+    const info = await jsm.consumers.info(stream, consumer).catch(() => undefined);
+    const deliveredPast = info !== undefined && info.delivered.stream_seq > checkpoint;
+    const fresh = info === undefined && checkpoint > 0;
+    await ensureConsumer(jsm, deliveredPast || fresh ? { ...settings, startSeq: checkpoint + 1 } : settings);
+  }
+
+  async #readCheckpoint(): Promise<number> {
+    const { rows } = await this.#o.pool.query<{ last_seq: number }>(
+      `insert into ingest_checkpoints (stream, last_seq) values ($1, 0)
+       on conflict (stream) do update set stream = excluded.stream
+       returning last_seq`,
+      [this.#o.stream],
+    );
+    return rows[0]!.last_seq;
+  }
+
+  /** Keeps retrying the same batch while Postgres is away: moving on would break order. */
+  async #storeWithRetry(batch: JsMsg[], checkpoint: number): Promise<number> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#store(batch, checkpoint);
+      } catch (error) {
+        if (error instanceof LeadershipLost || !this.#lockClient || !isRetryableDatabaseError(error))
+          throw error;
+        this.#o.log.warn({ err: error, attempt }, 'storing a batch failed; retrying');
+        await sleep(Math.min(5000, 100 * 2 ** attempt));
+      }
+    }
+  }
+
+  async #store(batch: JsMsg[], checkpoint: number): Promise<number> {
+    const { pool, registry, stream, maxPayloadBytes, notifyChannel, hooks } = this.#o;
+    // Redeliveries of messages already stored are only acked.
+    const fresh = batch.filter((m) => m.seq > checkpoint);
+    const events: NewEvent[] = [];
+    const quarantined: QuarantinedMessage[] = [];
+    for (const msg of fresh) {
+      const raw = toRaw(msg, stream);
+      const parsed = parseMessage(raw, registry, { maxPayloadBytes });
+      if (parsed.ok) events.push(parsed.event);
+      else quarantined.push({ raw, ...parsed });
+    }
+    const last = fresh.reduce((max, m) => Math.max(max, m.seq), checkpoint);
+    if (fresh.length > 0) {
+      await withTransaction(
+        pool,
+        async (client) => {
+          await appendEvents(client, events, { notifyChannel });
+          await quarantineMessages(client, quarantined);
+          const advanced = await client.query(
+            'update ingest_checkpoints set last_seq = $3, updated_at = now() where stream = $1 and last_seq = $2',
+            [stream, checkpoint, last],
+          );
+          if (advanced.rowCount !== 1) throw new LeadershipLost(stream);
+        },
+        { retries: 3, alsoRetry: isDuplicateMessageError },
+      );
+      this.#stored += fresh.length;
+      for (const q of quarantined) {
+        this.#o.log.warn(
+          { subject: q.raw.subject, seq: q.raw.seq, reason: q.reasonCode },
+          `quarantined: ${q.reason}`,
+        );
+      }
+    }
+    await hooks?.afterCommit?.(batch);
+    for (const msg of batch) msg.ack();
+    return last;
+  }
+}
+
+function toRaw(msg: JsMsg, stream: string): RawMessage {
+  const headers: Record<string, string> = {};
+  if (msg.headers) for (const key of msg.headers.keys()) headers[key] = msg.headers.get(key);
+  return {
+    subject: msg.subject,
+    data: msg.data,
+    headers,
+    stream,
+    seq: msg.seq,
+    publishedAt: new Date(Number(msg.timestampNanos / 1_000_000n)),
+  };
+}

@@ -1,0 +1,3 @@
+export { compensate, type Effect, effectOf, type HandlerRef, runHandler } from './effects.ts';
+export { type RouteMatch, WorkflowRegistry } from './registry.ts';
+export { defineWorkflow, type SubjectRoute, type Workflow, type WorkflowOptions } from './workflow.ts';

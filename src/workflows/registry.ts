@@ -1,0 +1,84 @@
+import type { AnyStateMachine } from 'xstate';
+import { ConfigError } from '../errors/index.ts';
+import type { SubjectRoute, Workflow } from './workflow.ts';
+
+export interface RouteMatch {
+  workflow: Workflow;
+  entityId: string;
+}
+
+/**
+ * The workflows an engine serves. Several versions of one workflow may be registered so
+ * entities in flight finish on the version they started with; new entities and routing use
+ * the highest version.
+ */
+export class WorkflowRegistry {
+  readonly #byName = new Map<string, Map<number, Workflow>>();
+  readonly #subjectPrefix: string;
+
+  constructor(workflows: readonly Workflow[], options: { subjectPrefix?: string } = {}) {
+    this.#subjectPrefix = options.subjectPrefix ?? '';
+    for (const workflow of workflows) {
+      const versions = this.#byName.get(workflow.name) ?? new Map<number, Workflow>();
+      if (versions.has(workflow.version)) {
+        throw new ConfigError(`workflow "${workflow.name}" version ${workflow.version} is registered twice`);
+      }
+      versions.set(workflow.version, workflow);
+      this.#byName.set(workflow.name, versions);
+    }
+  }
+
+  get names(): string[] {
+    return [...this.#byName.keys()];
+  }
+
+  /** The newest version of each workflow. */
+  get current(): Workflow[] {
+    return this.names.map((name) => this.latest(name)!);
+  }
+
+  latest(name: string): Workflow | undefined {
+    const versions = this.#byName.get(name);
+    if (!versions) return undefined;
+    return versions.get(Math.max(...versions.keys()));
+  }
+
+  get(name: string, version: number): Workflow | undefined {
+    return this.#byName.get(name)?.get(version);
+  }
+
+  versions(name: string): number[] {
+    return [...(this.#byName.get(name)?.keys() ?? [])].sort((a, b) => a - b);
+  }
+
+  machine(name: string, version: number): AnyStateMachine | undefined {
+    return this.get(name, version)?.machine;
+  }
+
+  /** Every subject pattern served, with the configured prefix: what the JetStream stream must hold. */
+  get subjects(): string[] {
+    return [...new Set(this.current.flatMap((w) => w.routes.map((r) => this.#subjectPrefix + r.pattern)))];
+  }
+
+  /** Finds the workflow and entity id for a NATS subject, or undefined when nothing routes it. */
+  route(subject: string): RouteMatch | undefined {
+    if (!subject.startsWith(this.#subjectPrefix)) return undefined;
+    const tokens = subject.slice(this.#subjectPrefix.length).split('.');
+    for (const workflow of this.current) {
+      for (const route of workflow.routes) {
+        if (matches(route, tokens)) return { workflow, entityId: tokens[route.entityIdToken]! };
+      }
+    }
+    return undefined;
+  }
+}
+
+function matches(route: SubjectRoute, tokens: readonly string[]): boolean {
+  for (let i = 0; i < route.tokens.length; i++) {
+    const want = route.tokens[i];
+    if (want === '>') return tokens.length > i;
+    if (i >= tokens.length) return false;
+    if (want !== '*' && want !== tokens[i]) return false;
+  }
+  return tokens.length === route.tokens.length;
+}
