@@ -28,7 +28,10 @@ export async function migrateCommand(): Promise<void> {
   });
 }
 
-export async function entityCommand(id: string, options: { machine?: string; json?: boolean }): Promise<void> {
+export async function entityCommand(
+  id: string,
+  options: { machine?: string; json?: boolean },
+): Promise<void> {
   const { config, log } = commandContext();
   await withDatabase(config, log, async (pool) => {
     const entity = await getEntity(pool, id, options.machine);
@@ -36,7 +39,11 @@ export async function entityCommand(id: string, options: { machine?: string; jso
   });
 }
 
-export async function publishCommand(subject: string, payload: string, options: { id?: string }): Promise<void> {
+export async function publishCommand(
+  subject: string,
+  payload: string,
+  options: { id?: string },
+): Promise<void> {
   const { config, log } = commandContext();
   const text = payload.startsWith('@') ? readText(payload.slice(1)) : payload;
   try {
@@ -151,4 +158,3 @@ function readText(file: string): string {
     throw new UsageError(`cannot read ${file}: ${(error as Error).message}`);
   }
 }
-

@@ -1,8 +1,8 @@
 import { type Config, loadConfig } from '../config/index.ts';
 import { createPool } from '../db/index.ts';
+import { StatehouseError } from '../errors/index.ts';
 import { resolveNats, resolvePostgres } from '../services/index.ts';
 import { createLogger, type Logger } from '../shared/logger.ts';
-import { StatehouseError } from '../errors/index.ts';
 
 export function redactUrl(url: string): string {
   const parsed = new URL(url);
@@ -13,7 +13,10 @@ export function redactUrl(url: string): string {
 /** What every command needs: the resolved config and a logger on stderr. */
 export function commandContext(): { config: Config; log: Logger } {
   const config = loadConfig();
-  return { config, log: createLogger(process.env.STATEHOUSE_LOG_LEVEL ?? 'warn', { service: 'statehouse-cli' }) };
+  return {
+    config,
+    log: createLogger(process.env.STATEHOUSE_LOG_LEVEL ?? 'warn', { service: 'statehouse-cli' }),
+  };
 }
 
 /**
@@ -49,6 +52,11 @@ export async function withDatabase<T>(
 }
 
 export async function natsUrl(config: Config, log: Logger): Promise<string> {
-  const nats = await resolveNats({ url: config.nats.url, autoStart: false, dataDir: config.services.dataDir, log });
+  const nats = await resolveNats({
+    url: config.nats.url,
+    autoStart: false,
+    dataDir: config.services.dataDir,
+    log,
+  });
   return nats.url;
 }

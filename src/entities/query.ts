@@ -22,7 +22,9 @@ export interface EntityView {
  * same id the caller must say which.
  */
 export async function getEntity(pool: pg.Pool, entityId: string, machine?: string): Promise<EntityView> {
-  const { rows } = await pool.query<Omit<EntityView, 'history' | 'context'> & { snapshot: { context?: unknown } | null }>(
+  const { rows } = await pool.query<
+    Omit<EntityView, 'history' | 'context'> & { snapshot: { context?: unknown } | null }
+  >(
     `select machine, entity_id as "entityId", machine_version as "machineVersion", status, state, snapshot,
             last_version as version, applied_version as "appliedVersion", error,
             created_at as "createdAt", updated_at as "updatedAt"
@@ -30,7 +32,10 @@ export async function getEntity(pool: pg.Pool, entityId: string, machine?: strin
     [entityId, machine ?? null],
   );
   if (rows.length === 0) {
-    throw new StatehouseError('ENTITY_NOT_FOUND', `no entity "${entityId}"${machine ? ` of machine "${machine}"` : ''}`);
+    throw new StatehouseError(
+      'ENTITY_NOT_FOUND',
+      `no entity "${entityId}"${machine ? ` of machine "${machine}"` : ''}`,
+    );
   }
   if (rows.length > 1) {
     throw new StatehouseError(

@@ -1,0 +1,164 @@
+import { jetstreamManager } from '@nats-io/jetstream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
+import { entityRow, eventTypes, orderPlaced } from './helpers/orders.ts';
+
+async function storedCount(t: TestContext, messageIdLike = '%'): Promise<number> {
+  const { rows } = await t.pool.query<{ n: number }>(
+    "select count(*)::int as n from events where source = 'nats' and message_id like $1",
+    [messageIdLike],
+  );
+  return rows[0]!.n;
+}
+
+async function quarantined(t: TestContext) {
+  const { rows } = await t.pool.query<{
+    reason_code: string;
+    subject: string;
+    reason: string;
+    payload: Buffer;
+  }>('select reason_code, subject, reason, payload from quarantine order by nats_seq');
+  return rows;
+}
+
+describe('ingest', () => {
+  let t: TestContext;
+  beforeEach(async () => {
+    t = await createTestContext();
+  });
+  afterEach(() => t.cleanup());
+
+  it('invariant exactly-once state: a message published twice with one Nats-Msg-Id is stored once', async () => {
+    await t.startEngine();
+    await t.publish(t.subject('orders.d-1.placed'), orderPlaced(), { id: 'dup-1' });
+    await t.publish(t.subject('orders.d-1.placed'), orderPlaced(), { id: 'dup-1' });
+    const row = await waitFor('d-1 shipped', async () =>
+      (await entityRow(t.pool, 'd-1'))?.state === 'shipped' ? true : undefined,
+    );
+    expect(row).toBe(true);
+    expect(await storedCount(t)).toBe(1);
+  });
+
+  it('invariant exactly-once state: the same event id redelivered under new stream sequences is applied once', async () => {
+    // JetStream dedupes within its window; CloudEvents ids are deduped by statehouse itself.
+    await t.startEngine();
+    const ce = {
+      specversion: '1.0',
+      id: 'evt-77',
+      source: 'shop',
+      type: 'order.placed',
+      data: orderPlaced().data,
+    };
+    const seqs = [];
+    for (let i = 0; i < 3; i++) seqs.push(await t.publish(t.subject('orders.d-2.placed'), ce));
+    expect(new Set(seqs).size).toBe(3);
+    await waitFor('d-2 shipped', async () => (await entityRow(t.pool, 'd-2'))?.state === 'shipped');
+    expect(await eventTypes(t.pool, 'd-2')).toEqual([
+      'order.placed',
+      'reserveStock.done',
+      'chargePayment.done',
+      'shipOrder.done',
+    ]);
+    expect(await storedCount(t, 'ce:shop:evt-77')).toBe(1);
+  });
+
+  it('invariant bad input never stops the line: each kind of bad message is quarantined and the next good one goes through', async () => {
+    // A stream that also takes subjects no workflow routes (shared with other consumers,
+    // or a workflow since removed): such messages reach the engine and must not stop it.
+    const jsm = await jetstreamManager(t.nats);
+    await jsm.streams.add({ name: t.config.nats.stream, subjects: [t.subject('invoices.>')] });
+    await t.startEngine({ config: { nats: { maxPayloadBytes: 2048 } } });
+    const s = t.subject;
+    await t.publish(s('orders.q-1.placed'), '{"type": "order.placed", "data": ', { raw: true });
+    await t.publish(s('invoices.q-2.created'), orderPlaced());
+    await t.publish(s('orders.q-3.placed'), { type: 'order.teleported', data: {} });
+    await t.publish(s('orders.q-4.placed'), { type: 'order.placed', data: { customerId: 'c' } });
+    await t.publish(s('orders.q-5.placed'), orderPlaced({ address: 'x'.repeat(4000) }));
+    await t.publish(s('orders.$bad.placed'), orderPlaced());
+    await t.publish(s('orders.q-7.placed'), { data: {} });
+    await t.publish(s('orders.q-8.placed'), orderPlaced());
+
+    await waitFor('q-8 shipped', async () => (await entityRow(t.pool, 'q-8'))?.state === 'shipped');
+    const held = await quarantined(t);
+    expect(held.map((q) => q.reason_code)).toEqual([
+      'malformed-json',
+      'unknown-subject',
+      'unknown-type',
+      'schema-violation',
+      'oversize',
+      'invalid-entity-id',
+      'invalid-envelope',
+    ]);
+    expect(held[0]!.payload.toString()).toBe('{"type": "order.placed", "data": ');
+    expect(held[2]!.reason).toContain('takes no event type "order.teleported"');
+    expect(held[3]!.reason).toContain('items');
+    // Nothing bad reached the event store.
+    const { rows } = await t.pool.query<{ n: number }>(
+      'select count(distinct entity_id)::int as n from events',
+    );
+    expect(rows[0]!.n).toBe(1);
+  });
+
+  it('accepts CloudEvents in binary mode with headers carried through', async () => {
+    await t.startEngine();
+    await t.publish(t.subject('orders.ce-1.placed'), orderPlaced().data, {
+      headers: {
+        'ce-specversion': '1.0',
+        'ce-id': 'b-1',
+        'ce-source': 'checkout',
+        'ce-type': 'order.placed',
+        traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+        'Correlation-Id': 'corr-9',
+      },
+    });
+    await waitFor('ce-1 shipped', async () => (await entityRow(t.pool, 'ce-1'))?.state === 'shipped');
+    const { rows } = await t.pool.query<{ metadata: Record<string, unknown>; message_id: string }>(
+      "select metadata, message_id from events where entity_id = 'ce-1' and version = 1",
+    );
+    expect(rows[0]!.message_id).toBe('ce:checkout:b-1');
+    expect(rows[0]!.metadata).toMatchObject({
+      correlationId: 'corr-9',
+      traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+      cloudEvent: { id: 'b-1', source: 'checkout' },
+    });
+  });
+
+  it('invariant nothing acknowledged is lost: a crash between commit and ack stores the redelivered messages once', async () => {
+    let crash = true;
+    const seen: number[] = [];
+    const engine = await t.startEngine({
+      config: { nats: { ackWaitMs: 1000 } },
+      parts: { dispatch: false, jobs: false },
+      hooks: {
+        afterCommit: (batch) => {
+          seen.push(...batch.map((m) => m.seq));
+          if (crash) {
+            crash = false;
+            throw new Error('simulated crash after commit, before ack');
+          }
+        },
+      },
+    });
+    for (let i = 0; i < 5; i++) await t.publish(t.subject(`orders.c-${i}.placed`), orderPlaced());
+    const jsm = await jetstreamManager(t.nats);
+    await waitFor('every message acked after redelivery', async () => {
+      const info = await jsm.consumers.info(engine.config.nats.stream, engine.config.nats.consumer);
+      return info.num_ack_pending === 0 && info.num_pending === 0 && seen.length > 5;
+    });
+    // Some sequence came back after the crash: it was redelivered, and skipped.
+    expect(new Set(seen).size).toBeLessThan(seen.length);
+    expect(await storedCount(t)).toBe(5);
+    const { rows } = await t.pool.query<{ n: number }>('select max(last_version)::int as n from entities');
+    expect(rows[0]!.n).toBe(1);
+  });
+
+  it('invariant nothing acknowledged is lost: messages published while no engine runs are all stored once it starts', async () => {
+    const first = await t.startEngine({ parts: { dispatch: false, jobs: false } });
+    await t.publish(t.subject('orders.r-0.placed'), orderPlaced());
+    await waitFor('r-0 stored', async () => (await storedCount(t)) === 1);
+    await first.stop();
+    for (let i = 1; i <= 20; i++) await t.publish(t.subject(`orders.r-${i}.placed`), orderPlaced());
+    await t.startEngine({ parts: { dispatch: false, jobs: false } });
+    await waitFor('all stored', async () => (await storedCount(t)) === 21);
+  });
+});
