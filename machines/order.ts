@@ -33,7 +33,10 @@ type OrderEvent =
   | { type: 'shipOrder.done'; data: { trackingNumber: string } }
   | { type: 'reserveStock.failed' | 'chargePayment.failed' | 'shipOrder.failed'; data: { message: string } }
   | { type: 'reserveStock.compensated' | 'chargePayment.compensated'; data: null }
-  | { type: 'reserveStock.compensationFailed' | 'chargePayment.compensationFailed'; data: { message: string } };
+  | {
+      type: 'reserveStock.compensationFailed' | 'chargePayment.compensationFailed';
+      data: { message: string };
+    };
 
 /**
  * The order saga: reserve stock → charge payment → ship. When a step fails for good,
@@ -53,10 +56,19 @@ export const orderMachine = setup({
       },
     },
     reservingStock: {
-      entry: runHandler(reserveStock, ({ context }) => ({ orderId: context.orderId, items: context.order!.items })),
+      entry: runHandler(reserveStock, ({ context }) => ({
+        orderId: context.orderId,
+        items: context.order!.items,
+      })),
       on: {
-        'reserveStock.done': { target: 'chargingPayment', actions: assign({ reservation: ({ event }) => event.data }) },
-        'reserveStock.failed': { target: 'rejected', actions: assign({ failure: ({ event }) => event.data.message }) },
+        'reserveStock.done': {
+          target: 'chargingPayment',
+          actions: assign({ reservation: ({ event }) => event.data }),
+        },
+        'reserveStock.failed': {
+          target: 'rejected',
+          actions: assign({ failure: ({ event }) => event.data.message }),
+        },
       },
     },
     chargingPayment: {
@@ -80,7 +92,10 @@ export const orderMachine = setup({
         items: context.order!.items,
       })),
       on: {
-        'shipOrder.done': { target: 'shipped', actions: assign({ trackingNumber: ({ event }) => event.data.trackingNumber }) },
+        'shipOrder.done': {
+          target: 'shipped',
+          actions: assign({ trackingNumber: ({ event }) => event.data.trackingNumber }),
+        },
         'shipOrder.failed': {
           target: 'compensating.refundingPayment',
           actions: assign({ failure: ({ event }) => event.data.message }),
