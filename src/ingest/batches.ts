@@ -17,7 +17,8 @@ export class BatchReader<T> {
 
   /** The next batch, or null when the source has ended. */
   async next(max: number, flushMs: number): Promise<T[] | null> {
-    const first = await this.#pull();
+    const first = await this.#pending();
+    this.#inFlight = undefined;
     if (first.done) return null;
     const batch = [first.value];
     const window = new AbortController();
@@ -26,8 +27,12 @@ export class BatchReader<T> {
     );
     try {
       while (batch.length < max) {
-        const result = await Promise.race([this.#pull(), closed]);
-        if (result === TIMED_OUT || result.done) break;
+        const result = await Promise.race([this.#pending(), closed]);
+        // On time-out the pull stays in flight, even if it has settled meanwhile: its
+        // item is the first of the next batch.
+        if (result === TIMED_OUT) break;
+        this.#inFlight = undefined;
+        if (result.done) break;
         batch.push(result.value);
       }
     } finally {
@@ -36,11 +41,9 @@ export class BatchReader<T> {
     return batch;
   }
 
-  #pull(): Promise<IteratorResult<T>> {
-    this.#inFlight ??= this.#iterator.next().then((result) => {
-      this.#inFlight = undefined;
-      return result;
-    });
+  /** The pull in flight, or a new one. Cleared only by the caller that consumed its result. */
+  #pending(): Promise<IteratorResult<T>> {
+    this.#inFlight ??= this.#iterator.next();
     return this.#inFlight;
   }
 }

@@ -98,9 +98,10 @@ export class Ingestor {
   }
 
   async #acquireLeadership(): Promise<boolean> {
+    // The pid in the name lets an operator (and the tests) see which process leads.
     const client = new pg.Client({
       connectionString: this.#o.databaseUrl,
-      application_name: 'statehouse-ingest-lock',
+      application_name: `statehouse-ingest:${process.pid}`,
     });
     client.on('error', () => this.#messages?.stop());
     client.on('end', () => this.#messages?.stop());
