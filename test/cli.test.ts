@@ -1,0 +1,109 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
+import { orderPlaced } from './helpers/orders.ts';
+
+const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+
+describe('statehouse CLI', () => {
+  let t: TestContext;
+  let env: NodeJS.ProcessEnv;
+  beforeAll(async () => {
+    t = await createTestContext();
+    env = {
+      ...process.env,
+      DATABASE_URL: t.databaseUrl,
+      NATS_URL: t.natsUrl,
+      STATEHOUSE_STREAM: t.config.nats.stream,
+      STATEHOUSE_CONSUMER: t.config.nats.consumer,
+      STATEHOUSE_SUBJECT_PREFIX: t.config.nats.subjectPrefix,
+      STATEHOUSE_LOG_LEVEL: 'warn',
+    };
+  });
+  afterAll(() => t.cleanup());
+
+  const cli = (...args: string[]) =>
+    spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+      env,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+
+  it('has --help on every command', () => {
+    for (const command of [[], ['start'], ['migrate'], ['entity'], ['publish']]) {
+      const result = cli(...command, '--help');
+      expect(result.status, command.join(' ')).toBe(0);
+      expect(result.stdout).toContain('Usage: statehouse');
+    }
+  });
+
+  it('migrate says the schema is up to date on a migrated database', () => {
+    const result = cli('migrate');
+    expect(result.status).toBe(0);
+    expect(result.stdout).toMatch(/schema "statehouse" is up to date at \d+/);
+  });
+
+  it('start runs the demo until SIGINT: a published order reaches its final state, shown by entity --json', async () => {
+    const engine = spawn(process.execPath, ['--import', 'tsx', MAIN, 'start'], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    engine.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => engine.once('exit', (code) => resolve(code)));
+    await waitFor('the start banner', async () => output.includes('Ctrl-C stops the engine'));
+    expect(output).toContain(`subjects  ${t.subject('orders.*.>')}`);
+
+    const published = cli(
+      'publish',
+      t.subject('orders.cli-1.placed'),
+      JSON.stringify(orderPlaced()),
+      '--id',
+      'cli-1',
+    );
+    expect(published.status, published.stderr).toBe(0);
+    expect(published.stdout).toMatch(/published .* as message cli-1 → stream .* seq \d+/);
+
+    const entity = await waitFor('cli-1 shipped', async () => {
+      const shown = cli('entity', 'cli-1', '--json');
+      const parsed = shown.status === 0 ? JSON.parse(shown.stdout) : undefined;
+      return parsed?.state === 'shipped' ? parsed : undefined;
+    });
+    expect(entity).toMatchObject({ machine: 'order', entityId: 'cli-1', status: 'done', version: 4 });
+    expect(entity.history.map((e: { type: string }) => e.type)).toEqual([
+      'order.placed',
+      'reserveStock.done',
+      'chargePayment.done',
+      'shipOrder.done',
+    ]);
+
+    const human = cli('entity', 'cli-1');
+    expect(human.stdout).toMatch(/status\s+done/);
+    expect(human.stdout).toMatch(/state\s+shipped/);
+
+    engine.kill('SIGINT');
+    expect(await exited).toBe(0);
+  });
+
+  it('says what to fix when an entity does not exist or a payload is not JSON', () => {
+    const missing = cli('entity', 'nobody');
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toContain('no entity "nobody" [ENTITY_NOT_FOUND]');
+    const bad = cli('publish', t.subject('orders.x.placed'), '{oops');
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toContain('the payload is not JSON');
+  });
+
+  it('names the variable when configuration is wrong', () => {
+    const result = spawnSync(process.execPath, ['--import', 'tsx', MAIN, 'migrate'], {
+      env: { ...env, STATEHOUSE_DB_POOL_SIZE: 'many' },
+      encoding: 'utf8',
+    });
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain('STATEHOUSE_DB_POOL_SIZE');
+    expect(result.stderr).toContain('[CONFIG_INVALID]');
+  });
+});
