@@ -19,8 +19,10 @@ program
 program.command('migrate').description('apply pending database migrations').action(migrateCommand);
 
 program
-  .command('entity <id>')
-  .description("show an entity's status, state, context and history")
+  .command('entity <id> [action]')
+  .description(
+    "show an entity's status, state, context and history (action: show), or resume a failed one (action: resume)",
+  )
   .option('--machine <name>', 'the machine, when several have an entity with this id')
   .option('--json', 'print JSON')
   .action(entityCommand);

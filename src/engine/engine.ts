@@ -3,7 +3,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type pg from 'pg';
 import { Dispatcher } from '../actors/index.ts';
 import type { Config } from '../config/index.ts';
-import { createPool, migrate } from '../db/index.ts';
+import { createPool, dispatchChannel, migrate } from '../db/index.ts';
 import { ensureStream, Ingestor, type IngestorOptions } from '../ingest/index.ts';
 import { type Handler, JobRunner } from '../jobs/index.ts';
 import { createLogger, type Logger } from '../shared/logger.ts';
@@ -50,7 +50,7 @@ export class Engine {
     this.jsm = jsm;
     this.js = jetstream(nats);
     this.#parts = { ingest: true, dispatch: true, jobs: true, ...options.parts };
-    const notifyChannel = `${config.database.schema}.dispatch`;
+    const notifyChannel = dispatchChannel(config.database.schema);
     this.jobs = new JobRunner({
       databaseUrl: options.databaseUrl,
       pool,

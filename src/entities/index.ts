@@ -1,1 +1,1 @@
-export { type EntityView, getEntity } from './query.ts';
+export { type EntityView, getEntity, resumeEntity } from './query.ts';

@@ -47,3 +47,29 @@ export async function getEntity(pool: pg.Pool, entityId: string, machine?: strin
   const history = await readStream(pool, row.machine, row.entityId);
   return { ...row, context: snapshot?.context ?? null, history };
 }
+
+/**
+ * Puts a `failed` entity back to work: the dispatcher re-applies the event that failed,
+ * with the machine as it is now registered. Resolves with the entity's machine.
+ */
+export async function resumeEntity(
+  pool: pg.Pool,
+  entityId: string,
+  options: { machine?: string | undefined; notifyChannel: string },
+): Promise<string> {
+  const { machine, notifyChannel } = options;
+  const entity = await getEntity(pool, entityId, machine);
+  if (entity.status !== 'failed') {
+    throw new StatehouseError(
+      'USAGE',
+      `entity "${entityId}" of machine "${entity.machine}" is ${entity.status}, not failed; only failed entities are resumed`,
+    );
+  }
+  await pool.query(
+    `update entities set status = 'active', error = null, pending_since = now(), updated_at = now()
+     where machine = $1 and entity_id = $2 and status = 'failed'`,
+    [entity.machine, entityId],
+  );
+  await pool.query('select pg_notify($1, $2)', [notifyChannel, '']);
+  return entity.machine;
+}

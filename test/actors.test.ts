@@ -1,0 +1,62 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { workflows as demoWorkflows } from '../machines/index.ts';
+import { dispatchChannel } from '../src/db/index.ts';
+import { resumeEntity } from '../src/entities/index.ts';
+import { ledgerWorkflow } from './fixtures/ledger-app.ts';
+import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
+import { entityRow } from './helpers/orders.ts';
+
+describe('actors', () => {
+  let t: TestContext;
+  beforeEach(async () => {
+    t = await createTestContext();
+  });
+  afterEach(() => t.cleanup());
+
+  const entry = (id: string, n: number) =>
+    t.publish(t.subject(`ledger.${id}.entry`), { type: 'ledger.entry', data: { n } });
+
+  it('a throwing guard fails only its entity, keeps the events before it, and resumes once fixed', async () => {
+    const buggy = await t.startEngine({
+      workflows: [...demoWorkflows, ledgerWorkflow({ guardThrows: true })],
+    });
+    await entry('a', 0);
+    await t.publish(t.subject('ledger.a.boom'), { type: 'ledger.boom', data: null });
+    await entry('a', 1);
+    for (let n = 0; n < 3; n++) await entry('b', n);
+
+    const failed = await waitFor('a to fail', async () => {
+      const row = await entityRow(t.pool, 'a', 'ledger');
+      return row?.status === 'failed' ? row : undefined;
+    });
+    expect(failed.applied_version).toBe(1);
+    expect(failed.snapshot?.context.entries).toEqual([0]);
+    expect(failed.error).toMatchObject({ eventVersion: 2, eventType: 'ledger.boom' });
+    expect(failed.error?.message).toMatch(/guard 'explodes'.*guard bug: cannot evaluate/s);
+    await waitFor(
+      'b to apply all',
+      async () => (await entityRow(t.pool, 'b', 'ledger'))?.applied_version === 3,
+    );
+    // Still failed: nothing re-applies a failed entity until someone resumes it.
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await entityRow(t.pool, 'a', 'ledger'))?.status).toBe('failed');
+
+    await buggy.stop();
+    await t.startEngine({ workflows: [...demoWorkflows, ledgerWorkflow({ guardThrows: false })] });
+    await resumeEntity(t.pool, 'a', { notifyChannel: dispatchChannel(t.config.database.schema) });
+    const resumed = await waitFor('a to apply all', async () => {
+      const row = await entityRow(t.pool, 'a', 'ledger');
+      return row?.applied_version === 3 ? row : undefined;
+    });
+    expect(resumed.status).toBe('active');
+    expect(resumed.error).toBeNull();
+    expect(resumed.snapshot?.context.entries).toEqual([0, 1]);
+  });
+
+  it('refuses to resume an entity that is not failed', async () => {
+    await t.startEngine({ workflows: [...demoWorkflows, ledgerWorkflow({ guardThrows: false })] });
+    await entry('c', 0);
+    await waitFor('c applied', async () => (await entityRow(t.pool, 'c', 'ledger'))?.applied_version === 1);
+    await expect(resumeEntity(t.pool, 'c', { notifyChannel: 'x' })).rejects.toThrow(/is active, not failed/);
+  });
+});
