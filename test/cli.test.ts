@@ -89,6 +89,8 @@ describe('statehouse CLI', () => {
   });
 
   it('says what to fix when an entity does not exist or a payload is not JSON', () => {
+    const wrong = cli('entity', 'nobody', 'explode');
+    expect(wrong.stderr).toContain('unknown entity action "explode"; use show or resume');
     const missing = cli('entity', 'nobody');
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain('no entity "nobody" [ENTITY_NOT_FOUND]');

@@ -30,10 +30,22 @@ export async function migrateCommand(): Promise<void> {
 
 export async function entityCommand(
   id: string,
+  action: string | undefined,
   options: { machine?: string; json?: boolean },
 ): Promise<void> {
   const { config, log } = commandContext();
   await withDatabase(config, log, async (pool) => {
+    if (action === 'resume') {
+      const machine = await resumeEntity(pool, id, {
+        machine: options.machine,
+        notifyChannel: dispatchChannel(config.database.schema),
+      });
+      console.log(`resumed ${machine} ${id}: the dispatcher re-applies the event that failed`);
+      return;
+    }
+    if (action !== undefined && action !== 'show') {
+      throw new UsageError(`unknown entity action "${action}"; use show or resume`);
+    }
     const entity = await getEntity(pool, id, options.machine);
     console.log(options.json ? JSON.stringify(entity, null, 2) : formatEntity(entity));
   });
