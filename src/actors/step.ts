@@ -1,7 +1,7 @@
 import { type AnyMachineSnapshot, type AnyStateMachine, initialTransition, transition } from 'xstate';
 import { describeError, StatehouseError } from '../errors/index.ts';
 import type { StoredEvent } from '../store/index.ts';
-import { type Effect, effectOf, type WorkflowRegistry } from '../workflows/index.ts';
+import { type Effect, effectOf, upcast, type WorkflowRegistry } from '../workflows/index.ts';
 
 export type EntityStatus = 'active' | 'done' | 'failed' | 'compensating' | 'needs-attention';
 
@@ -42,7 +42,8 @@ export function applyEvents(
   acceptsHandler: (effect: Effect) => boolean = () => true,
 ): StepResult {
   const version = entity.machineVersion ?? registry.latest(entity.machine)?.version ?? null;
-  const machine = version === null ? undefined : registry.machine(entity.machine, version);
+  const workflow = version === null ? undefined : registry.get(entity.machine, version);
+  const machine = workflow?.machine;
   let result: StepResult = {
     machineVersion: version,
     snapshot: entity.snapshot,
@@ -77,7 +78,9 @@ export function applyEvents(
         snapshot = initial;
         planned.push(...plan(actions, entity, event, 0));
       }
-      const [next, actions] = transition(machine, snapshot, { type: event.type, data: event.data } as never);
+      const spec = workflow?.events[event.type];
+      const data = spec ? upcast(spec, event.schemaVersion, event.data) : event.data;
+      const [next, actions] = transition(machine, snapshot, { type: event.type, data } as never);
       planned.push(...plan(actions, entity, event, planned.length));
       const unknown = planned.find((p) => !acceptsHandler(p.effect));
       if (unknown) {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { NewEvent } from '../store/index.ts';
-import type { WorkflowRegistry } from '../workflows/index.ts';
+import { upcast, type WorkflowRegistry } from '../workflows/index.ts';
 
 export type QuarantineReason =
   | 'malformed-json'
@@ -88,15 +88,30 @@ export function parseMessage(
   if (!envelope.ok) return reject(envelope.reasonCode, envelope.reason);
   const { type, data, schemaVersion, messageId, metadata } = envelope;
 
-  const schema = route.workflow.events[type];
-  if (!schema) {
+  const spec = route.workflow.events[type];
+  if (!spec) {
     const known = Object.keys(route.workflow.events).join(', ');
     return reject(
       'unknown-type',
       `workflow "${route.workflow.name}" takes no event type "${type}" (it takes: ${known})`,
     );
   }
-  const checked = schema.safeParse(data);
+  if (schemaVersion > spec.schemaVersion) {
+    return reject(
+      'schema-violation',
+      `"${type}" schema version ${schemaVersion} is newer than the ${spec.schemaVersion} this engine knows; deploy the new workflow first`,
+    );
+  }
+  let current: unknown;
+  try {
+    current = upcast(spec, schemaVersion, data);
+  } catch (error) {
+    return reject(
+      'schema-violation',
+      `upcasting "${type}" from version ${schemaVersion} failed: ${(error as Error).message}`,
+    );
+  }
+  const checked = spec.schema.safeParse(current);
   if (!checked.success) {
     return reject(
       'schema-violation',
@@ -111,7 +126,8 @@ export function parseMessage(
       entityId: route.entityId,
       type,
       schemaVersion,
-      data: checked.data,
+      // Stored as sent; older versions are upcast again whenever they are read.
+      data: schemaVersion === spec.schemaVersion ? checked.data : data,
       metadata,
       messageId: raw.headers['Nats-Msg-Id'] ?? messageId ?? fallbackId,
       source: 'nats',

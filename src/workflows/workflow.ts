@@ -1,6 +1,7 @@
 import type { AnyStateMachine } from 'xstate';
 import { z } from 'zod';
 import { ConfigError } from '../errors/index.ts';
+import { type EventDefinition, type EventSpec, normalizeEventSpec } from './events.ts';
 
 export interface WorkflowOptions<TMachine extends AnyStateMachine> {
   /** The entity type, e.g. `order`; also names the machine in the store and the CLI. */
@@ -12,8 +13,11 @@ export interface WorkflowOptions<TMachine extends AnyStateMachine> {
   subjects: string | readonly string[];
   /** Which subject token holds the entity id; defaults to the first `*` of the pattern. */
   entityIdToken?: number;
-  /** The external event types accepted, each with the zod schema of its `data`. */
-  events: Readonly<Record<string, z.ZodType>>;
+  /**
+   * The external event types accepted, each with the zod schema of its `data`, or with
+   * `{ schemaVersion, schema, upcasters }` once its shape has changed over time.
+   */
+  events: Readonly<Record<string, EventDefinition>>;
 }
 
 export interface Workflow<TMachine extends AnyStateMachine = AnyStateMachine> {
@@ -21,7 +25,7 @@ export interface Workflow<TMachine extends AnyStateMachine = AnyStateMachine> {
   readonly version: number;
   readonly machine: TMachine;
   readonly routes: readonly SubjectRoute[];
-  readonly events: Readonly<Record<string, z.ZodType>>;
+  readonly events: Readonly<Record<string, EventSpec>>;
 }
 
 export interface SubjectRoute {
@@ -60,7 +64,14 @@ export function defineWorkflow<TMachine extends AnyStateMachine>(
     version: options.version,
     machine: options.machine,
     routes,
-    events: Object.freeze({ ...options.events }),
+    events: Object.freeze(
+      Object.fromEntries(
+        Object.entries(options.events).map(([type, definition]) => [
+          type,
+          normalizeEventSpec(where, type, definition),
+        ]),
+      ),
+    ),
   });
 }
 
