@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { applyEvents } from '../src/actors/index.ts';
-import { parseMessage, type RawMessage } from '../src/ingest/index.ts';
+import { parseMessage, type RawMessage, subjectCovers } from '../src/ingest/index.ts';
 import type { StoredEvent } from '../src/store/index.ts';
 import { defineWorkflow, WorkflowRegistry } from '../src/workflows/index.ts';
 
@@ -152,5 +152,15 @@ describe('upcasting when events are read', () => {
         events: { deposited: { schemaVersion: 3, schema: z.object({}), upcasters: { 1: (d) => d } } },
       }),
     ).toThrow(/no upcaster from version 2; add upcasters\[2\]/);
+  });
+});
+
+describe('stream subjects', () => {
+  it('knows when a stream subject already covers a routed one', () => {
+    expect(subjectCovers('p.ledger.>', 'p.ledger.*.>')).toBe(true);
+    expect(subjectCovers('p.*.*', 'p.a.b')).toBe(true);
+    expect(subjectCovers('p.*.*', 'p.a.>')).toBe(false);
+    expect(subjectCovers('p.ledger.*', 'p.ledger.*.>')).toBe(false);
+    expect(subjectCovers('p.orders.>', 'p.ledger.*.>')).toBe(false);
   });
 });

@@ -1,17 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { jetstream } from '@nats-io/jetstream';
 import { connect, headers } from '@nats-io/transport-node';
 import { dispatchChannel, migrate } from '../db/index.ts';
 import { Engine } from '../engine/index.ts';
 import { getEntity, resumeEntity } from '../entities/index.ts';
 import { UsageError } from '../errors/index.ts';
-import type { Handler } from '../jobs/index.ts';
 import { resolveServices } from '../services/index.ts';
 import { createLogger } from '../shared/logger.ts';
-import type { Workflow } from '../workflows/index.ts';
+import { loadApp } from './app.ts';
 import { commandContext, natsUrl, redactUrl, withDatabase } from './context.ts';
 import { formatEntity } from './format.ts';
 
@@ -140,27 +137,6 @@ export async function startCommand(options: StartOptions): Promise<void> {
   await engine.stop();
   await services.stop();
   log.info('stopped');
-}
-
-interface App {
-  workflows: readonly Workflow[];
-  handlers: readonly Handler<never, unknown>[];
-}
-
-/** The module that lists the workflows and handlers to serve; by default the shipped demo. */
-async function loadApp(path: string | undefined): Promise<App> {
-  if (!path) {
-    const [{ workflows }, { handlers }] = await Promise.all([
-      import('../../machines/index.ts'),
-      import('../../handlers/index.ts'),
-    ]);
-    return { workflows, handlers: handlers as unknown as Handler<never, unknown>[] };
-  }
-  const module = (await import(pathToFileURL(resolve(path)).href)) as Partial<App>;
-  if (!Array.isArray(module.workflows) || !Array.isArray(module.handlers)) {
-    throw new UsageError(`${path} must export \`workflows\` and \`handlers\` arrays`);
-  }
-  return { workflows: module.workflows, handlers: module.handlers };
 }
 
 function readText(file: string): string {

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { StatehouseError } from '../errors/index.ts';
 import { entityCommand, migrateCommand, publishCommand, startCommand } from './commands.ts';
+import { quarantineCommand } from './quarantine.ts';
 
 const program = new Command('statehouse')
   .description('Durable per-entity XState actors fed by NATS JetStream, persisted in Postgres.')
@@ -32,6 +33,8 @@ program
   .description('publish an event to NATS JetStream; payload is JSON or @file.json')
   .option('--id <messageId>', 'the Nats-Msg-Id used for de-duplication (default: a new UUID)')
   .action(publishCommand);
+
+program.addCommand(quarantineCommand());
 
 try {
   await program.parseAsync();

@@ -7,11 +7,21 @@ export {
   type RawMessage,
 } from './envelope.ts';
 export { Ingestor, type IngestorOptions } from './ingestor.ts';
-export { type QuarantinedMessage, quarantineMessages } from './quarantine.ts';
+export {
+  dropQuarantined,
+  getQuarantined,
+  listQuarantine,
+  type QuarantinedMessage,
+  type QuarantineRow,
+  quarantineMessages,
+  type RedriveOutcome,
+  redriveQuarantined,
+} from './quarantine.ts';
 export {
   type ConsumerSettings,
   ensureConsumer,
   ensureStream,
   isNotFound,
   type StreamSettings,
+  subjectCovers,
 } from './stream.ts';

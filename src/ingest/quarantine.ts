@@ -1,5 +1,9 @@
 import type pg from 'pg';
-import type { QuarantineReason, RawMessage } from './envelope.ts';
+import { withTransaction } from '../db/index.ts';
+import { StatehouseError } from '../errors/index.ts';
+import { appendEvents } from '../store/index.ts';
+import type { WorkflowRegistry } from '../workflows/index.ts';
+import { parseMessage, type QuarantineReason, type RawMessage } from './envelope.ts';
 
 export interface QuarantinedMessage {
   raw: RawMessage;
@@ -29,4 +33,117 @@ export async function quarantineMessages(
       messages.map((m) => m.raw.seq),
     ],
   );
+}
+
+export interface QuarantineRow {
+  id: number;
+  reasonCode: QuarantineReason;
+  reason: string;
+  subject: string;
+  headers: Record<string, string>;
+  payload: Buffer;
+  messageId: string;
+  natsStream: string | null;
+  natsSeq: number | null;
+  status: 'held' | 'redriven' | 'dropped';
+  receivedAt: Date;
+  resolvedAt: Date | null;
+}
+
+const COLUMNS = `id, reason_code as "reasonCode", reason, subject, headers, payload, message_id as "messageId",
+  nats_stream as "natsStream", nats_seq as "natsSeq", status, received_at as "receivedAt", resolved_at as "resolvedAt"`;
+
+export async function listQuarantine(
+  pool: pg.Pool,
+  options: { includeResolved?: boolean; limit?: number } = {},
+): Promise<QuarantineRow[]> {
+  const { rows } = await pool.query<QuarantineRow>(
+    `select ${COLUMNS} from quarantine where ($1 or status = 'held') order by id limit $2`,
+    [options.includeResolved ?? false, options.limit ?? 100],
+  );
+  return rows;
+}
+
+export async function getQuarantined(pool: pg.Pool, id: number): Promise<QuarantineRow> {
+  const { rows } = await pool.query<QuarantineRow>(`select ${COLUMNS} from quarantine where id = $1`, [id]);
+  if (!rows[0])
+    throw new StatehouseError(
+      'USAGE',
+      `no quarantined message ${id}; \`statehouse quarantine list\` shows them`,
+    );
+  return rows[0];
+}
+
+export type RedriveOutcome =
+  | { id: number; outcome: 'stored'; machine: string; entityId: string }
+  | { id: number; outcome: 'still-invalid'; reasonCode: QuarantineReason; reason: string }
+  | { id: number; outcome: 'not-held'; status: string };
+
+/**
+ * Runs held messages through validation again, with the workflows as they are now
+ * (after a fix to a schema or a route). Those that pass are appended to their entity's
+ * stream, after the events it already has; the others stay held with the new reason.
+ */
+export async function redriveQuarantined(
+  pool: pg.Pool,
+  registry: WorkflowRegistry,
+  ids: readonly number[],
+  options: { maxPayloadBytes: number; notifyChannel: string },
+): Promise<RedriveOutcome[]> {
+  const outcomes: RedriveOutcome[] = [];
+  for (const id of ids) {
+    outcomes.push(
+      await withTransaction(pool, async (client) => {
+        const { rows } = await client.query<QuarantineRow>(
+          `select ${COLUMNS} from quarantine where id = $1 for update`,
+          [id],
+        );
+        const row = rows[0];
+        if (!row) throw new StatehouseError('USAGE', `no quarantined message ${id}`);
+        if (row.status !== 'held') return { id, outcome: 'not-held' as const, status: row.status };
+        const raw: RawMessage = {
+          subject: row.subject,
+          data: new Uint8Array(row.payload),
+          headers: row.headers,
+          stream: row.natsStream ?? 'quarantine',
+          seq: row.natsSeq ?? row.id,
+          publishedAt: row.receivedAt,
+        };
+        const parsed = parseMessage(raw, registry, { maxPayloadBytes: options.maxPayloadBytes });
+        if (!parsed.ok) {
+          await client.query('update quarantine set reason_code = $2, reason = $3 where id = $1', [
+            id,
+            parsed.reasonCode,
+            parsed.reason,
+          ]);
+          return {
+            id,
+            outcome: 'still-invalid' as const,
+            reasonCode: parsed.reasonCode,
+            reason: parsed.reason,
+          };
+        }
+        await appendEvents(client, [parsed.event], { notifyChannel: options.notifyChannel });
+        await client.query("update quarantine set status = 'redriven', resolved_at = now() where id = $1", [
+          id,
+        ]);
+        return {
+          id,
+          outcome: 'stored' as const,
+          machine: parsed.event.machine,
+          entityId: parsed.event.entityId,
+        };
+      }),
+    );
+  }
+  return outcomes;
+}
+
+/** Marks messages as deliberately discarded; they stay in the table for the record. */
+export async function dropQuarantined(pool: pg.Pool, ids: readonly number[]): Promise<number> {
+  const result = await pool.query(
+    "update quarantine set status = 'dropped', resolved_at = now() where id = any($1::bigint[]) and status = 'held'",
+    [ids],
+  );
+  return result.rowCount ?? 0;
 }

@@ -33,7 +33,8 @@ export async function ensureStream(jsm: JetStreamManager, settings: StreamSettin
       });
       return;
     }
-    const missing = subjects.filter((s) => !info.config.subjects?.includes(s));
+    const existing = info.config.subjects ?? [];
+    const missing = subjects.filter((s) => !existing.some((e) => subjectCovers(e, s)));
     if (missing.length > 0) {
       await jsm.streams.update(stream, { subjects: [...(info.config.subjects ?? []), ...missing] });
     }
@@ -95,4 +96,16 @@ export function isNotFound(error: unknown): boolean {
 
 function ignoreNotFound(error: unknown): void {
   if (!isNotFound(error)) throw error;
+}
+
+/** True when every subject matching `wanted` also matches `pattern` (NATS wildcard rules). */
+export function subjectCovers(pattern: string, wanted: string): boolean {
+  const p = pattern.split('.');
+  const w = wanted.split('.');
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '>') return i < w.length;
+    if (i >= w.length || w[i] === '>') return false;
+    if (p[i] !== '*' && p[i] !== w[i]) return false;
+  }
+  return p.length === w.length;
 }
