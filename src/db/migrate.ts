@@ -51,6 +51,8 @@ export async function migrate(
   migrations = readMigrations(),
 ): Promise<MigrateResult> {
   const client = await pool.connect();
+  const onError = () => {};
+  client.on('error', onError);
   const lockKey = `statehouse.migrate:${schema}`;
   try {
     await client.query('select pg_advisory_lock(hashtext($1))', [lockKey]);
@@ -97,6 +99,7 @@ export async function migrate(
     return { applied, current: current + applied.length };
   } finally {
     await client.query('select pg_advisory_unlock(hashtext($1))', [lockKey]).catch(() => {});
+    client.off('error', onError);
     client.release();
   }
 }

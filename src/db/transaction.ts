@@ -52,6 +52,12 @@ export async function withTransaction<T>(
 async function runOnce<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let broken = false;
+  // A checked-out client that loses its connection emits 'error'; unheard, that would
+  // crash the process instead of failing this transaction.
+  const onError = () => {
+    broken = true;
+  };
+  client.on('error', onError);
   try {
     await client.query('begin');
     const result = await work(client);
@@ -65,6 +71,7 @@ async function runOnce<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promis
     }
     throw error;
   } finally {
+    client.off('error', onError);
     client.release(broken);
   }
 }
