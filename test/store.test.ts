@@ -75,11 +75,15 @@ describe('event store', () => {
   });
 });
 
+/** Reads the log to its end: every event stored so far, once no transaction holds it back. */
 async function readAll(t: TestContext) {
+  const { rows } = await t.pool.query<{ n: number }>('select count(*)::int as n from events');
+  let seen = 0;
   let page = await readGlobalLog(t.pool, START_OF_LOG);
-  for (;;) {
-    const next = await readGlobalLog(t.pool, page.next);
-    if (next.events.length === 0) return page;
-    page = next;
-  }
+  return waitFor('the log to be read to its end', async () => {
+    seen += page.events.length;
+    if (seen >= rows[0]!.n) return page;
+    page = await readGlobalLog(t.pool, page.next);
+    return undefined;
+  });
 }
