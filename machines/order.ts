@@ -1,7 +1,7 @@
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { chargePayment, reserveStock, shipOrder } from '../handlers/index.ts';
-import { compensate, defineWorkflow, runHandler } from '../src/index.ts';
+import { compensate, defineWorkflow, emitEvent, runHandler } from '../src/index.ts';
 
 const item = z.object({ sku: z.string().min(1), quantity: z.number().int().positive() });
 
@@ -132,9 +132,31 @@ export const orderMachine = setup({
         },
       },
     },
-    shipped: { type: 'final' },
-    rejected: { type: 'final' },
-    cancelled: { type: 'final' },
+    // The outcome is announced for other services, through the outbox.
+    shipped: {
+      type: 'final',
+      entry: emitEvent(({ context }) => ({
+        subject: `order-events.${context.orderId}.shipped`,
+        type: 'order.shipped',
+        data: { trackingNumber: context.trackingNumber },
+      })),
+    },
+    rejected: {
+      type: 'final',
+      entry: emitEvent(({ context }) => ({
+        subject: `order-events.${context.orderId}.rejected`,
+        type: 'order.rejected',
+        data: { reason: context.failure },
+      })),
+    },
+    cancelled: {
+      type: 'final',
+      entry: emitEvent(({ context }) => ({
+        subject: `order-events.${context.orderId}.cancelled`,
+        type: 'order.cancelled',
+        data: { reason: context.failure },
+      })),
+    },
     needsAttention: { tags: ['needs-attention'] },
   },
 });
@@ -145,4 +167,5 @@ export const orderWorkflow = defineWorkflow({
   machine: orderMachine,
   subjects: 'orders.*.>',
   events: { 'order.placed': orderPlaced },
+  emits: 'order-events.*.>',
 });

@@ -2,9 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { applyEvents } from '../src/actors/index.ts';
-import { parseMessage, type RawMessage, subjectCovers } from '../src/ingest/index.ts';
+import { parseMessage, type RawMessage } from '../src/ingest/index.ts';
 import type { StoredEvent } from '../src/store/index.ts';
-import { defineWorkflow, WorkflowRegistry } from '../src/workflows/index.ts';
+import { defineWorkflow, subjectCovers, WorkflowRegistry } from '../src/workflows/index.ts';
 
 // An account whose `deposited` event changed shape: v1 {cents}, v2 {amount: {value, currency}}.
 const machine = setup({

@@ -1,4 +1,9 @@
+import { jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { setup } from 'xstate';
+import { z } from 'zod';
+import { applyEvents } from '../src/actors/index.ts';
+import { defineWorkflow, emitEvent, WorkflowRegistry } from '../src/workflows/index.ts';
 import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
 import { entityRow, eventTypes, orderPlaced } from './helpers/orders.ts';
 
@@ -64,5 +69,97 @@ describe('order saga', () => {
       'chargePayment.compensated',
       'reserveStock.compensated',
     ]);
+  });
+});
+
+describe('emitted events', () => {
+  let t: TestContext;
+  beforeAll(async () => {
+    t = await createTestContext();
+  });
+  afterAll(() => t.cleanup());
+
+  async function emitted(): Promise<Array<{ subject: string; body: unknown; msgId: string | undefined }>> {
+    const jsm = await jetstreamManager(t.nats);
+    const info = await jsm.streams.info(t.config.nats.emitStream);
+    const out = [];
+    for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
+      const m = await jsm.streams.getMessage(t.config.nats.emitStream, { seq });
+      if (!m) continue;
+      out.push({ subject: m.subject, body: m.json(), msgId: m.header.get('Nats-Msg-Id') });
+    }
+    return out;
+  }
+
+  it('publishes an order’s outcome through the outbox, once, even when the relay repeats itself', async () => {
+    await t.startEngine();
+    await t.publish(t.subject('orders.e-1.placed'), orderPlaced());
+    await t.publish(t.subject('orders.e-2.placed'), orderPlaced({ paymentMethod: 'card_declined' }));
+    const out = await waitFor('two emitted events', async () => {
+      const list = await emitted().catch(() => []);
+      return list.length === 2 ? list : undefined;
+    });
+    const bySubject = Object.fromEntries(out.map((m) => [m.subject, m.body]));
+    expect(bySubject[t.subject('order-events.e-1.shipped')]).toMatchObject({
+      type: 'order.shipped',
+      data: { trackingNumber: expect.stringMatching(/^TRK-/) },
+    });
+    expect(bySubject[t.subject('order-events.e-2.cancelled')]).toMatchObject({
+      type: 'order.cancelled',
+      data: { reason: 'the card was declined' },
+    });
+    expect(out.every((m) => m.msgId?.startsWith('statehouse-outbox:'))).toBe(true);
+
+    // A relay that died after publishing but before marking the rows sent publishes them
+    // again; JetStream drops the repeats by message id.
+    await t.pool.query('update outbox set sent_at = null');
+    await waitFor('rows sent again', async () => {
+      const { rows } = await t.pool.query<{ n: number }>(
+        'select count(*)::int as n from outbox where sent_at is null',
+      );
+      return rows[0]!.n === 0;
+    });
+    expect(await emitted()).toHaveLength(2);
+  });
+
+  it('fails an entity whose machine emits to a subject outside its emits patterns', () => {
+    const machine = setup({}).createMachine({
+      on: { ping: { actions: emitEvent(() => ({ subject: 'elsewhere.x', type: 'pong' })) } },
+    });
+    const workflow = defineWorkflow({
+      name: 'pinger',
+      version: 1,
+      machine,
+      subjects: 'ping.*.>',
+      events: { ping: z.null() },
+      emits: 'pongs.>',
+    });
+    const result = applyEvents(
+      new WorkflowRegistry([workflow]),
+      { machine: 'pinger', entityId: 'p', machineVersion: null, snapshot: null, appliedVersion: 0 },
+      [
+        {
+          position: 1,
+          machine: 'pinger',
+          entityId: 'p',
+          version: 1,
+          type: 'ping',
+          schemaVersion: 1,
+          data: null,
+          metadata: {},
+          messageId: 'm',
+          source: 'nats',
+          subject: null,
+          natsStream: null,
+          natsSeq: null,
+          publishedAt: null,
+          recordedAt: new Date(0),
+        },
+      ],
+    );
+    expect(result.status).toBe('failed');
+    expect(result.error?.message).toContain(
+      'emitted to "elsewhere.x", which none of its emits patterns (pongs.>) covers',
+    );
   });
 });

@@ -1,18 +1,18 @@
 import type pg from 'pg';
 import { Listener, sleep, withTransaction } from '../db/index.ts';
+import { type OutboxEntry, writeOutbox } from '../outbox/index.ts';
 import type { Logger } from '../shared/logger.ts';
 import { Wakeup } from '../shared/wakeup.ts';
 import { entityKey, readPendingEvents } from '../store/index.ts';
-import type { Effect, WorkflowRegistry } from '../workflows/index.ts';
+import type { JobEffect, WorkflowRegistry } from '../workflows/index.ts';
 import { applyEvents, type EntityRow, type PlannedEffect, type StepResult } from './step.ts';
 
-/** Where the effects of a step go; implemented by the jobs part, called inside the step's transaction. */
+export type PlannedJob = PlannedEffect & { effect: JobEffect; machine: string; entityId: string };
+
+/** Where the jobs of a step go; implemented by the jobs part, called inside the step's transaction. */
 export interface EffectSink {
-  accepts(effect: Effect): boolean;
-  enqueue(
-    client: pg.ClientBase,
-    effects: ReadonlyArray<PlannedEffect & { machine: string; entityId: string }>,
-  ): Promise<void>;
+  accepts(effect: JobEffect): boolean;
+  enqueue(client: pg.ClientBase, jobs: readonly PlannedJob[]): Promise<void>;
 }
 
 export interface DispatcherOptions {
@@ -21,6 +21,8 @@ export interface DispatcherOptions {
   registry: WorkflowRegistry;
   effects: EffectSink;
   notifyChannel: string;
+  /** Wakes the outbox relay when a step emitted events. */
+  outboxChannel: string;
   concurrency: number;
   batchSize: number;
   pollIntervalMs: number;
@@ -59,6 +61,7 @@ export class Dispatcher {
   readonly #wakeup = new Wakeup();
   readonly #listener: Listener;
   #running = false;
+  #stopping = new AbortController();
   #loops: Promise<void>[] = [];
 
   constructor(options: DispatcherOptions) {
@@ -74,6 +77,7 @@ export class Dispatcher {
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    this.#stopping = new AbortController();
     this.#listener.start();
     this.#loops = Array.from({ length: this.#options.concurrency }, (_, i) => this.#loop(i));
   }
@@ -82,6 +86,7 @@ export class Dispatcher {
   async stop(): Promise<void> {
     if (!this.#running) return;
     this.#running = false;
+    this.#stopping.abort();
     this.#wakeAll();
     await Promise.all(this.#loops);
     await this.#listener.stop();
@@ -108,10 +113,22 @@ export class Dispatcher {
         results.push({ entity, result });
       }
       await save(client, results);
-      const planned = results.flatMap(({ entity, result }) =>
-        result.effects.map((effect) => ({ ...effect, machine: entity.machine, entityId: entity.entityId })),
-      );
-      if (planned.length > 0) await effects.enqueue(client, planned);
+      const jobs: PlannedJob[] = [];
+      const emitted: OutboxEntry[] = [];
+      for (const { entity, result } of results) {
+        for (const planned of result.effects) {
+          const { effect } = planned;
+          const owner = { machine: entity.machine, entityId: entity.entityId };
+          if (effect.kind === 'emit') {
+            const { subject, type, data } = effect;
+            emitted.push({ ...owner, subject, type, data, headers: { 'Causation-Id': planned.key } });
+          } else {
+            jobs.push({ ...planned, effect, ...owner });
+          }
+        }
+      }
+      if (jobs.length > 0) await effects.enqueue(client, jobs);
+      await writeOutbox(client, emitted, this.#options.outboxChannel);
       return claimed.length;
     });
   }
@@ -132,7 +149,7 @@ export class Dispatcher {
       } catch (error) {
         failures++;
         log.error({ err: error, loop: index }, 'dispatch failed; backing off');
-        await sleep(Math.min(10_000, 100 * 2 ** failures));
+        await sleep(Math.min(10_000, 100 * 2 ** failures), this.#stopping.signal);
       }
     }
   }

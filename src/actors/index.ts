@@ -1,4 +1,4 @@
-export { Dispatcher, type DispatcherOptions, type EffectSink } from './dispatcher.ts';
+export { Dispatcher, type DispatcherOptions, type EffectSink, type PlannedJob } from './dispatcher.ts';
 export {
   applyEvents,
   type EntityRow,

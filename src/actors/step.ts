@@ -1,7 +1,14 @@
 import { type AnyMachineSnapshot, type AnyStateMachine, initialTransition, transition } from 'xstate';
 import { describeError, StatehouseError } from '../errors/index.ts';
 import type { StoredEvent } from '../store/index.ts';
-import { type Effect, effectOf, upcast, type WorkflowRegistry } from '../workflows/index.ts';
+import {
+  type Effect,
+  effectOf,
+  type JobEffect,
+  subjectCovers,
+  upcast,
+  type WorkflowRegistry,
+} from '../workflows/index.ts';
 
 export type EntityStatus = 'active' | 'done' | 'failed' | 'compensating' | 'needs-attention';
 
@@ -39,7 +46,7 @@ export function applyEvents(
   registry: WorkflowRegistry,
   entity: EntityRow,
   events: readonly StoredEvent[],
-  acceptsHandler: (effect: Effect) => boolean = () => true,
+  acceptsHandler: (effect: JobEffect) => boolean = () => true,
 ): StepResult {
   const version = entity.machineVersion ?? registry.latest(entity.machine)?.version ?? null;
   const workflow = version === null ? undefined : registry.get(entity.machine, version);
@@ -82,7 +89,21 @@ export function applyEvents(
       const data = spec ? upcast(spec, event.schemaVersion, event.data) : event.data;
       const [next, actions] = transition(machine, snapshot, { type: event.type, data } as never);
       planned.push(...plan(actions, entity, event, planned.length));
-      const unknown = planned.find((p) => !acceptsHandler(p.effect));
+      for (const { effect } of planned) {
+        if (
+          effect.kind === 'emit' &&
+          !workflow!.emits.some((pattern) => subjectCovers(pattern, effect.subject))
+        ) {
+          throw new StatehouseError(
+            'USAGE',
+            `machine "${entity.machine}" emitted to "${effect.subject}", which none of its emits patterns (${workflow!.emits.join(', ') || 'none'}) covers; add it to the workflow's emits`,
+          );
+        }
+      }
+      const unknown = planned.find(
+        (p): p is PlannedEffect & { effect: JobEffect } =>
+          p.effect.kind !== 'emit' && !acceptsHandler(p.effect),
+      );
       if (unknown) {
         throw new StatehouseError(
           'HANDLER_NOT_FOUND',

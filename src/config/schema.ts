@@ -25,6 +25,8 @@ export const configSchema = z
         url: z.string().min(1).optional(),
         stream: natsName.default('STATEHOUSE'),
         consumer: natsName.default('statehouse-ingest'),
+        /** Holds the events machines emit, for other services to consume. */
+        emitStream: natsName.default('STATEHOUSE_EMITTED'),
         /** Prepended to every routed subject, e.g. `staging.` to share one NATS between environments. */
         subjectPrefix: z
           .string()
@@ -87,6 +89,7 @@ export const environmentVariables: Readonly<Record<string, string>> = {
   NATS_URL: 'nats.url',
   STATEHOUSE_STREAM: 'nats.stream',
   STATEHOUSE_CONSUMER: 'nats.consumer',
+  STATEHOUSE_EMIT_STREAM: 'nats.emitStream',
   STATEHOUSE_SUBJECT_PREFIX: 'nats.subjectPrefix',
   STATEHOUSE_MAX_PAYLOAD_BYTES: 'nats.maxPayloadBytes',
   STATEHOUSE_MAX_DELIVER: 'nats.maxDeliver',

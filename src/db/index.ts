@@ -5,3 +5,6 @@ export { isRetryableDatabaseError, sleep, withTransaction } from './transaction.
 
 /** The NOTIFY channel that wakes the dispatchers of the engine using `schema`. */
 export const dispatchChannel = (schema: string) => `${schema}.dispatch`;
+
+/** The NOTIFY channel that wakes the outbox relay of the engine using `schema`. */
+export const outboxChannel = (schema: string) => `${schema}.outbox`;

@@ -3,11 +3,14 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type pg from 'pg';
 import { Dispatcher } from '../actors/index.ts';
 import type { Config } from '../config/index.ts';
-import { createPool, dispatchChannel, migrate } from '../db/index.ts';
+import { createPool, dispatchChannel, migrate, outboxChannel } from '../db/index.ts';
 import { ensureStream, Ingestor, type IngestorOptions } from '../ingest/index.ts';
 import { type Handler, JobRunner } from '../jobs/index.ts';
+import { OutboxRelay } from '../outbox/index.ts';
 import { createLogger, type Logger } from '../shared/logger.ts';
 import { type Workflow, WorkflowRegistry } from '../workflows/index.ts';
+
+type Part = 'ingest' | 'dispatch' | 'jobs' | 'outbox';
 
 export interface EngineOptions {
   config: Config;
@@ -18,7 +21,7 @@ export interface EngineOptions {
   handlers: readonly Handler<never, unknown>[];
   log?: Logger;
   /** Which parts run in this process; all by default. */
-  parts?: Partial<Record<'ingest' | 'dispatch' | 'jobs', boolean>>;
+  parts?: Partial<Record<Part, boolean>>;
   hooks?: IngestorOptions['hooks'];
 }
 
@@ -37,7 +40,8 @@ export class Engine {
   readonly js: JetStreamClient;
   readonly jsm: JetStreamManager;
   readonly #ingestor: Ingestor;
-  readonly #parts: Record<'ingest' | 'dispatch' | 'jobs', boolean>;
+  readonly #parts: Record<Part, boolean>;
+  readonly #relay: OutboxRelay;
   #started = false;
 
   private constructor(options: EngineOptions, nats: NatsConnection, jsm: JetStreamManager, pool: pg.Pool) {
@@ -49,7 +53,7 @@ export class Engine {
     this.nats = nats;
     this.jsm = jsm;
     this.js = jetstream(nats);
-    this.#parts = { ingest: true, dispatch: true, jobs: true, ...options.parts };
+    this.#parts = { ingest: true, dispatch: true, jobs: true, outbox: true, ...options.parts };
     const notifyChannel = dispatchChannel(config.database.schema);
     this.jobs = new JobRunner({
       databaseUrl: options.databaseUrl,
@@ -68,10 +72,21 @@ export class Engine {
       registry: this.registry,
       effects: this.jobs,
       notifyChannel,
+      outboxChannel: outboxChannel(config.database.schema),
       concurrency: config.dispatcher.concurrency,
       batchSize: config.dispatcher.batchSize,
       pollIntervalMs: config.dispatcher.pollIntervalMs,
       log: this.log.child({ part: 'dispatcher' }),
+    });
+    this.#relay = new OutboxRelay({
+      pool,
+      databaseUrl: options.databaseUrl,
+      schema: config.database.schema,
+      js: this.js,
+      subjectPrefix: config.nats.subjectPrefix,
+      notifyChannel: outboxChannel(config.database.schema),
+      pollIntervalMs: config.dispatcher.pollIntervalMs,
+      log: this.log.child({ part: 'outbox' }),
     });
     this.#ingestor = new Ingestor({
       pool,
@@ -107,6 +122,8 @@ export class Engine {
       const jsm = await jetstreamManager(nats);
       const engine = new Engine(options, nats, jsm, pool);
       await ensureStream(jsm, { stream: config.nats.stream, subjects: engine.registry.subjects });
+      const emitted = engine.registry.emittedSubjects;
+      if (emitted.length > 0) await ensureStream(jsm, { stream: config.nats.emitStream, subjects: emitted });
       await engine.jobs.install();
       return engine;
     } catch (error) {
@@ -126,6 +143,7 @@ export class Engine {
     this.#started = true;
     if (this.#parts.jobs) await this.jobs.start();
     if (this.#parts.dispatch) this.dispatcher.start();
+    if (this.#parts.outbox) this.#relay.start();
     if (this.#parts.ingest) this.#ingestor.start();
   }
 
@@ -137,6 +155,7 @@ export class Engine {
     if (this.#started) {
       await this.#ingestor.stop();
       await this.dispatcher.stop();
+      await this.#relay.stop();
       await this.jobs.stop(options.graceMs);
       this.#started = false;
     } else {

@@ -23,5 +23,4 @@ export {
   ensureStream,
   isNotFound,
   type StreamSettings,
-  subjectCovers,
 } from './stream.ts';

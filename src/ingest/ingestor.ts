@@ -49,6 +49,7 @@ class LeadershipLost extends StatehouseError {
 export class Ingestor {
   readonly #o: IngestorOptions;
   #running = false;
+  #stopping = new AbortController();
   #loop: Promise<void> | undefined;
   #messages: ConsumerMessages | undefined;
   #lockClient: pg.Client | undefined;
@@ -66,12 +67,14 @@ export class Ingestor {
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    this.#stopping = new AbortController();
     this.#loop = this.#run();
   }
 
   /** Stores the batch in hand, then stops; unacked messages are redelivered to the next leader. */
   async stop(): Promise<void> {
     this.#running = false;
+    this.#stopping.abort();
     await this.#messages?.close().catch(() => {});
     await this.#loop;
   }
@@ -84,13 +87,13 @@ export class Ingestor {
           failures = 0;
           await this.#lead();
         } else {
-          await sleep(1000);
+          await sleep(1000, this.#stopping.signal);
         }
       } catch (error) {
         if (!this.#running) break;
         failures++;
         this.#o.log.warn({ err: error, stream: this.#o.stream }, 'ingest interrupted; resuming');
-        await sleep(Math.min(10_000, 200 * 2 ** failures));
+        await sleep(Math.min(10_000, 200 * 2 ** failures), this.#stopping.signal);
       } finally {
         await this.#releaseLeadership();
       }
@@ -181,7 +184,7 @@ export class Ingestor {
         if (error instanceof LeadershipLost || !this.#lockClient || !isRetryableDatabaseError(error))
           throw error;
         this.#o.log.warn({ err: error, attempt }, 'storing a batch failed; retrying');
-        await sleep(Math.min(5000, 100 * 2 ** attempt));
+        await sleep(Math.min(5000, 100 * 2 ** attempt), this.#stopping.signal);
       }
     }
   }

@@ -7,6 +7,7 @@ import {
   StorageType,
 } from '@nats-io/jetstream';
 import { ServiceUnavailableError } from '../errors/index.ts';
+import { subjectCovers } from '../workflows/index.ts';
 
 export interface StreamSettings {
   stream: string;
@@ -96,16 +97,4 @@ export function isNotFound(error: unknown): boolean {
 
 function ignoreNotFound(error: unknown): void {
   if (!isNotFound(error)) throw error;
-}
-
-/** True when every subject matching `wanted` also matches `pattern` (NATS wildcard rules). */
-export function subjectCovers(pattern: string, wanted: string): boolean {
-  const p = pattern.split('.');
-  const w = wanted.split('.');
-  for (let i = 0; i < p.length; i++) {
-    if (p[i] === '>') return i < w.length;
-    if (i >= w.length || w[i] === '>') return false;
-    if (p[i] !== '*' && p[i] !== w[i]) return false;
-  }
-  return p.length === w.length;
 }

@@ -2,12 +2,12 @@ import type pg from 'pg';
 import type { JobResult, JobWithMetadata } from 'pg-boss';
 import { PgBoss } from 'pg-boss';
 import { z } from 'zod';
-import type { EffectSink, PlannedEffect } from '../actors/index.ts';
+import type { EffectSink, PlannedJob } from '../actors/index.ts';
 import { withTransaction } from '../db/index.ts';
 import { describeError, NonRetryableError, StatehouseError } from '../errors/index.ts';
 import type { Logger } from '../shared/logger.ts';
 import { appendEvents, isDuplicateMessageError } from '../store/index.ts';
-import type { Effect } from '../workflows/index.ts';
+import type { JobEffect } from '../workflows/index.ts';
 import type { Handler, HandlerContext } from './handler.ts';
 
 /** What a handler job carries: enough to run the handler and to route its outcome back. */
@@ -15,7 +15,7 @@ export interface JobData {
   machine: string;
   entityId: string;
   handler: string;
-  kind: Effect['kind'];
+  kind: JobEffect['kind'];
   input: unknown;
   key: string;
   causedBy: { position: number; version: number; type: string };
@@ -34,15 +34,15 @@ export interface JobRunnerOptions {
   log: Logger;
 }
 
-export const queueName = (handler: string, kind: Effect['kind'] = 'run') =>
+export const queueName = (handler: string, kind: JobEffect['kind'] = 'run') =>
   kind === 'run' ? `statehouse.${handler}` : `statehouse.${handler}.compensate`;
-export const deadLetterQueueName = (handler: string, kind: Effect['kind'] = 'run') =>
+export const deadLetterQueueName = (handler: string, kind: JobEffect['kind'] = 'run') =>
   `${queueName(handler, kind)}.dead`;
 
 /** One kind of work a queue does: a handler's run, or its compensation. */
 interface Task {
   handler: Handler<never, unknown>;
-  kind: Effect['kind'];
+  kind: JobEffect['kind'];
   queue: string;
   input: z.ZodType;
   execute: (input: never, ctx: HandlerContext) => Promise<unknown>;
@@ -112,7 +112,7 @@ export class JobRunner implements EffectSink {
     return this.#boss;
   }
 
-  accepts(effect: Effect): boolean {
+  accepts(effect: JobEffect): boolean {
     return this.#tasks.has(queueName(effect.handler, effect.kind));
   }
 
@@ -172,10 +172,7 @@ export class JobRunner implements EffectSink {
     }
   }
 
-  async enqueue(
-    client: pg.ClientBase,
-    effects: ReadonlyArray<PlannedEffect & { machine: string; entityId: string }>,
-  ): Promise<void> {
+  async enqueue(client: pg.ClientBase, effects: readonly PlannedJob[]): Promise<void> {
     const byQueue = new Map<string, Array<{ data: JobData }>>();
     for (const { effect, key, causedBy, machine, entityId } of effects) {
       const data: JobData = {

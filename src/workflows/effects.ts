@@ -3,9 +3,19 @@ import type { z } from 'zod';
 
 /**
  * What a transition asks the engine to do once its step has committed: run a handler,
- * or run its compensation (`input` is then `{ input, result }` of the step to undo).
+ * run its compensation (`input` is then `{ input, result }` of the step to undo), or
+ * publish an event to NATS through the outbox.
  */
-export type Effect = { kind: 'run' | 'compensate'; handler: string; input: unknown };
+export type JobEffect = { kind: 'run' | 'compensate'; handler: string; input: unknown };
+export type EmitEffect = { kind: 'emit'; subject: string; type: string; data: unknown };
+export type Effect = JobEffect | EmitEffect;
+
+/** What `emitEvent` publishes: `{ type, data }` as the body, to `subject` (the configured prefix is added). */
+export interface EmittedEvent {
+  subject: string;
+  type: string;
+  data?: unknown;
+}
 
 /** The part of a handler definition a machine needs: its name and the shape of its input. */
 export interface HandlerRef<TInput = unknown, TOutput = unknown> {
@@ -38,7 +48,7 @@ export function runHandler<
   handler: HandlerRef<TInput>,
   input: (args: ActionArgs<TContext, TExpressionEvent, TEvent>) => NoInfer<TInput>,
 ): ActionFunction<TContext, TExpressionEvent, TEvent, TParams, never, never, never, never, never> {
-  return effectAction('run', handler.name, input);
+  return effectAction((args) => ({ kind: 'run', handler: handler.name, input: input(args) }));
 }
 
 /**
@@ -60,7 +70,27 @@ export function compensate<
     result: NoInfer<TOutput>;
   },
 ): ActionFunction<TContext, TExpressionEvent, TEvent, TParams, never, never, never, never, never> {
-  return effectAction('compensate', handler.name, step);
+  return effectAction((args) => ({ kind: 'compensate', handler: handler.name, input: step(args) }));
+}
+
+/**
+ * An action that publishes an event to NATS. It is written to the outbox in the same
+ * transaction as the state change and published after commit, at least once, with a
+ * `Nats-Msg-Id` that lets JetStream drop a repeat. The subject must match one of the
+ * workflow's `emits` patterns.
+ */
+export function emitEvent<
+  TContext extends MachineContext,
+  TExpressionEvent extends EventObject,
+  TParams extends ParameterizedObject['params'] | undefined,
+  TEvent extends EventObject,
+>(
+  event: (args: ActionArgs<TContext, TExpressionEvent, TEvent>) => EmittedEvent,
+): ActionFunction<TContext, TExpressionEvent, TEvent, TParams, never, never, never, never, never> {
+  return effectAction((args) => {
+    const { subject, type, data } = event(args);
+    return { kind: 'emit', subject, type, data: data ?? null };
+  });
 }
 
 function effectAction<
@@ -69,9 +99,7 @@ function effectAction<
   TParams extends ParameterizedObject['params'] | undefined,
   TEvent extends EventObject,
 >(
-  kind: Effect['kind'],
-  handler: string,
-  input: (args: ActionArgs<TContext, TExpressionEvent, TEvent>) => unknown,
+  resolve: (args: ActionArgs<TContext, TExpressionEvent, TEvent>) => Effect,
 ): ActionFunction<TContext, TExpressionEvent, TEvent, TParams, never, never, never, never, never> {
   const action = (() => {}) as unknown as ActionFunction<
     TContext,
@@ -85,11 +113,7 @@ function effectAction<
     never
   > &
     Tagged;
-  action[EFFECT] = (args) => ({
-    kind,
-    handler,
-    input: input(args as unknown as ActionArgs<TContext, TExpressionEvent, TEvent>),
-  });
+  action[EFFECT] = (args) => resolve(args as unknown as ActionArgs<TContext, TExpressionEvent, TEvent>);
   return action;
 }
 

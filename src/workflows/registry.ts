@@ -60,6 +60,15 @@ export class WorkflowRegistry {
     return [...new Set(this.current.flatMap((w) => w.routes.map((r) => this.#subjectPrefix + r.pattern)))];
   }
 
+  /** Every subject pattern the workflows emit to, with the configured prefix: what the outbound stream holds. */
+  get emittedSubjects(): string[] {
+    return [...new Set(this.current.flatMap((w) => w.emits.map((e) => this.#subjectPrefix + e)))];
+  }
+
+  get subjectPrefix(): string {
+    return this.#subjectPrefix;
+  }
+
   /** Finds the workflow and entity id for a NATS subject, or undefined when nothing routes it. */
   route(subject: string): RouteMatch | undefined {
     if (!subject.startsWith(this.#subjectPrefix)) return undefined;

@@ -18,6 +18,8 @@ export interface WorkflowOptions<TMachine extends AnyStateMachine> {
    * `{ schemaVersion, schema, upcasters }` once its shape has changed over time.
    */
   events: Readonly<Record<string, EventDefinition>>;
+  /** Subject patterns the machine may emit to with `emitEvent`, e.g. `order-events.*.>`. */
+  emits?: string | readonly string[];
 }
 
 export interface Workflow<TMachine extends AnyStateMachine = AnyStateMachine> {
@@ -26,6 +28,7 @@ export interface Workflow<TMachine extends AnyStateMachine = AnyStateMachine> {
   readonly machine: TMachine;
   readonly routes: readonly SubjectRoute[];
   readonly events: Readonly<Record<string, EventSpec>>;
+  readonly emits: readonly string[];
 }
 
 export interface SubjectRoute {
@@ -59,8 +62,21 @@ export function defineWorkflow<TMachine extends AnyStateMachine>(
   if (Object.keys(options.events).length === 0) {
     throw new ConfigError(`${where}: events must list at least one event type with its data schema`);
   }
+  const emits =
+    options.emits === undefined
+      ? []
+      : typeof options.emits === 'string'
+        ? [options.emits]
+        : [...options.emits];
+  for (const pattern of emits) {
+    const tokens = pattern.split('.');
+    if (tokens.some((t) => !tokenSchema.safeParse(t).success) || tokens.slice(0, -1).includes('>')) {
+      throw new ConfigError(`${where}: emits pattern "${pattern}" is not a valid NATS subject pattern`);
+    }
+  }
   return Object.freeze({
     name: options.name,
+    emits: Object.freeze(emits),
     version: options.version,
     machine: options.machine,
     routes,

@@ -49,7 +49,12 @@ export async function createTestContext(overrides: ConfigInput = {}): Promise<Te
   }
   const databaseUrl = Object.assign(new URL(adminUrl), { pathname: `/${id}` }).toString();
   const baseConfig: ConfigInput = {
-    nats: { stream: id.toUpperCase(), consumer: `${id}-ingest`, subjectPrefix: `${id}.` },
+    nats: {
+      stream: id.toUpperCase(),
+      emitStream: `${id.toUpperCase()}_EMITTED`,
+      consumer: `${id}-ingest`,
+      subjectPrefix: `${id}.`,
+    },
     dispatcher: { pollIntervalMs: 200 },
     jobs: { pollIntervalSeconds: 0.5 },
     log: { level: (process.env.STATEHOUSE_TEST_LOG_LEVEL as 'warn' | undefined) ?? 'silent' },
@@ -97,6 +102,7 @@ export async function createTestContext(overrides: ConfigInput = {}): Promise<Te
       await Promise.allSettled(engines.map((e) => e.stop({ graceMs: 1000 })));
       const jsm = await jetstreamManager(nats);
       await jsm.streams.delete(config.nats.stream).catch(() => {});
+      await jsm.streams.delete(config.nats.emitStream).catch(() => {});
       await nats.close();
       await pool.end();
       const a = new pg.Client({ connectionString: adminUrl });

@@ -19,6 +19,7 @@ export async function spawnEngine(t: TestContext, env: Record<string, string> = 
       DATABASE_URL: t.databaseUrl,
       NATS_URL: t.natsUrl,
       STATEHOUSE_STREAM: t.config.nats.stream,
+      STATEHOUSE_EMIT_STREAM: t.config.nats.emitStream,
       STATEHOUSE_CONSUMER: t.config.nats.consumer,
       STATEHOUSE_SUBJECT_PREFIX: t.config.nats.subjectPrefix,
       STATEHOUSE_DISPATCH_POLL_MS: '200',

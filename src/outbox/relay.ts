@@ -1,0 +1,178 @@
+import type { JetStreamClient } from '@nats-io/jetstream';
+import { headers as natsHeaders } from '@nats-io/transport-node';
+import pg from 'pg';
+import { Listener, sleep } from '../db/index.ts';
+import type { Logger } from '../shared/logger.ts';
+import { Wakeup } from '../shared/wakeup.ts';
+
+export interface OutboxRelayOptions {
+  pool: pg.Pool;
+  databaseUrl: string;
+  schema: string;
+  js: JetStreamClient;
+  subjectPrefix: string;
+  notifyChannel: string;
+  batchSize?: number;
+  pollIntervalMs?: number;
+  log: Logger;
+}
+
+interface Row {
+  id: number;
+  machine: string;
+  entityId: string;
+  subject: string;
+  type: string;
+  data: unknown;
+  headers: Record<string, string>;
+}
+
+/**
+ * Publishes emitted events to NATS in outbox order. One process relays at a time (an
+ * advisory lock elects it), so each entity's events go out in the order they were
+ * written. Each message carries `Nats-Msg-Id` = the outbox row's identity, so a crash
+ * between publishing and marking the row sent only makes JetStream drop the repeat.
+ */
+export class OutboxRelay {
+  readonly #o: OutboxRelayOptions;
+  readonly #wakeup = new Wakeup();
+  readonly #listener: Listener;
+  #running = false;
+  #stopping = new AbortController();
+  #loop: Promise<void> | undefined;
+  #lock: pg.Client | undefined;
+  #database: string | undefined;
+
+  constructor(options: OutboxRelayOptions) {
+    this.#o = options;
+    this.#listener = new Listener(
+      options.databaseUrl,
+      options.notifyChannel,
+      () => this.#wakeup.wake(),
+      options.log,
+    );
+  }
+
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#stopping = new AbortController();
+    this.#listener.start();
+    this.#loop = this.#run();
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+    this.#stopping.abort();
+    this.#wakeup.wake();
+    await this.#loop;
+    await this.#listener.stop();
+    await this.#lock?.end().catch(() => {});
+    this.#lock = undefined;
+  }
+
+  async #run(): Promise<void> {
+    const { pollIntervalMs = 1000, log } = this.#o;
+    let failures = 0;
+    while (this.#running) {
+      try {
+        if (!(await this.#lead())) {
+          await this.#wakeup.wait(pollIntervalMs);
+          continue;
+        }
+        const sent = await this.relayOnce();
+        failures = 0;
+        if (sent === 0) await this.#wakeup.wait(pollIntervalMs);
+      } catch (error) {
+        failures++;
+        log.warn({ err: error }, 'outbox relay failed; backing off');
+        await sleep(Math.min(10_000, 200 * 2 ** failures), this.#stopping.signal);
+      }
+    }
+  }
+
+  /** Holds (or takes) the relay lock; false when another process relays. */
+  async #lead(): Promise<boolean> {
+    if (this.#lock) return true;
+    const client = new pg.Client({
+      connectionString: this.#o.databaseUrl,
+      application_name: `statehouse-outbox:${process.pid}`,
+    });
+    client.on('error', () => {
+      if (this.#lock === client) this.#lock = undefined;
+    });
+    await client.connect();
+    const { rows } = await client.query<{ locked: boolean }>(
+      'select pg_try_advisory_lock(hashtext($1)) as locked',
+      [`statehouse.outbox:${this.#o.schema}`],
+    );
+    if (rows[0]?.locked) {
+      this.#lock = client;
+      return true;
+    }
+    await client.end();
+    return false;
+  }
+
+  /** Publishes one batch of unsent rows; resolves with how many went out. */
+  async relayOnce(): Promise<number> {
+    const { pool, js, subjectPrefix, batchSize = 500, log } = this.#o;
+    const { rows } = await pool.query<Row>(
+      `select id, machine, entity_id as "entityId", subject, type, data, headers
+       from outbox where sent_at is null order by id limit $1`,
+      [batchSize],
+    );
+    if (rows.length === 0) return 0;
+    this.#database ??= (await pool.query<{ name: string }>('select current_database() as name'))
+      .rows[0]!.name;
+    const database = this.#database;
+    // Entities are independent: publish them side by side, each one's events in order.
+    const byEntity = new Map<string, Row[]>();
+    for (const row of rows) {
+      const key = `${row.machine}\u0000${row.entityId}`;
+      byEntity.set(key, [...(byEntity.get(key) ?? []), row]);
+    }
+    const sent: number[] = [];
+    const failed: Array<{ id: number; error: string }> = [];
+    await Promise.all(
+      [...byEntity.values()].map(async (entityRows) => {
+        for (const row of entityRows) {
+          const h = natsHeaders();
+          for (const [k, v] of Object.entries(row.headers)) h.set(k, v);
+          h.set('Nats-Msg-Id', `statehouse-outbox:${database}:${this.#o.schema}:${row.id}`);
+          try {
+            await js.publish(
+              subjectPrefix + row.subject,
+              JSON.stringify({ type: row.type, data: row.data }),
+              {
+                headers: h,
+              },
+            );
+            sent.push(row.id);
+          } catch (error) {
+            // Later events of this entity wait, so they never overtake this one.
+            failed.push({ id: row.id, error: (error as Error).message });
+            log.warn(
+              { id: row.id, subject: row.subject, err: error },
+              'publishing an emitted event failed; will retry',
+            );
+            return;
+          }
+        }
+      }),
+    );
+    if (sent.length > 0)
+      await pool.query('update outbox set sent_at = now() where id = any($1::bigint[])', [sent]);
+    if (failed.length > 0) {
+      await pool.query(
+        `update outbox o set attempts = attempts + 1, last_error = f.error
+         from unnest($1::bigint[], $2::text[]) as f(id, error) where o.id = f.id`,
+        [failed.map((f) => f.id), failed.map((f) => f.error)],
+      );
+      throw new Error(
+        `${failed.length} emitted event(s) could not be published (first: ${failed[0]!.error})`,
+      );
+    }
+    return sent.length;
+  }
+}
