@@ -112,4 +112,33 @@ describe('several engine processes', () => {
       ]);
     }
   });
+
+  it('an engine stopped under load exits cleanly, and the next one finishes its work', async () => {
+    const first = await spawnEngine(t);
+    engines = [first];
+    await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        t.publish(t.subject(`orders.g-${i}.placed`), orderPlaced(), { id: `g-${i}` }),
+      ),
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    // SIGTERM mid-flow: messages in hand, transactions open, jobs running.
+    await first.stop();
+    expect(first.child.exitCode).toBe(0);
+    engines = [await spawnEngine(t)];
+    await waitFor(
+      'every order to finish',
+      async () => {
+        const { rows } = await t.pool.query<{ n: number }>(
+          "select count(*)::int as n from entities where machine = 'order' and status = 'done'",
+        );
+        return rows[0]!.n === 200;
+      },
+      90_000,
+    );
+    const { rows } = await t.pool.query<{ n: number }>(
+      "select count(*)::int as n from events where machine = 'order' group by entity_id having count(*) <> 4",
+    );
+    expect(rows).toEqual([]);
+  });
 });

@@ -152,16 +152,21 @@ export class Engine {
    * running handlers finish (or are aborted after the grace period and retried later).
    */
   async stop(options: { graceMs?: number } = {}): Promise<void> {
+    const step = async (part: string, stop: () => Promise<unknown>) => {
+      const started = Date.now();
+      await stop();
+      this.log.debug({ part, ms: Date.now() - started }, 'stopped');
+    };
     if (this.#started) {
-      await this.#ingestor.stop();
-      await this.dispatcher.stop();
-      await this.#relay.stop();
-      await this.jobs.stop(options.graceMs);
+      await step('ingest', () => this.#ingestor.stop());
+      await step('dispatch', () => this.dispatcher.stop());
+      await step('outbox', () => this.#relay.stop());
+      await step('jobs', () => this.jobs.stop(options.graceMs));
       this.#started = false;
     } else {
-      await this.jobs.stop(0);
+      await step('jobs', () => this.jobs.stop(0));
     }
-    await this.nats.drain().catch(() => {});
-    await this.pool.end();
+    await step('nats', () => this.nats.drain().catch(() => {}));
+    await step('pool', () => this.pool.end());
   }
 }

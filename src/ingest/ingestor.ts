@@ -75,7 +75,10 @@ export class Ingestor {
   async stop(): Promise<void> {
     this.#running = false;
     this.#stopping.abort();
-    await this.#messages?.close().catch(() => {});
+    // stop(), not close(): close() resolves only once every buffered message has been
+    // read, and nobody reads them once we stop. They are unacked, so JetStream hands them
+    // to the next leader, which resumes at the checkpoint.
+    this.#messages?.stop();
     await this.#loop;
   }
 
@@ -146,7 +149,7 @@ export class Ingestor {
         checkpoint = await this.#storeWithRetry(batch, checkpoint);
       }
     } finally {
-      await messages.close().catch(() => {});
+      messages.stop();
       this.#messages = undefined;
     }
   }

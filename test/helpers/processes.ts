@@ -32,6 +32,8 @@ export async function spawnEngine(t: TestContext, env: Record<string, string> = 
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('engine process did not become ready in 30s')), 30_000);
+    // STATEHOUSE_TEST_ECHO=1 shows the engines' own logs, for debugging a test.
+    if (process.env.STATEHOUSE_TEST_ECHO) child.stdout!.pipe(process.stderr);
     child.stdout!.on('data', (chunk: Buffer) => {
       if (chunk.toString().includes('ready')) {
         clearTimeout(timer);
