@@ -6,6 +6,7 @@ import { Wakeup } from '../shared/wakeup.ts';
 import { entityKey, readPendingEvents } from '../store/index.ts';
 import type { JobEffect, WorkflowRegistry } from '../workflows/index.ts';
 import { applyEvents, type EntityRow, type PlannedEffect, type StepResult } from './step.ts';
+import { type TimerChange, writeTimers } from './timers.ts';
 
 export type PlannedJob = PlannedEffect & { effect: JobEffect; machine: string; entityId: string };
 
@@ -23,6 +24,8 @@ export interface DispatcherOptions {
   notifyChannel: string;
   /** Wakes the outbox relay when a step emitted events. */
   outboxChannel: string;
+  /** Wakes the timer schedulers when a step set a timer. */
+  timerChannel: string;
   concurrency: number;
   batchSize: number;
   pollIntervalMs: number;
@@ -115,11 +118,14 @@ export class Dispatcher {
       await save(client, results);
       const jobs: PlannedJob[] = [];
       const emitted: OutboxEntry[] = [];
+      const timers: TimerChange[] = [];
       for (const { entity, result } of results) {
         for (const planned of result.effects) {
           const { effect } = planned;
           const owner = { machine: entity.machine, entityId: entity.entityId };
-          if (effect.kind === 'emit') {
+          if (effect.kind === 'timer' || effect.kind === 'cancel-timer') {
+            timers.push({ ...owner, effect });
+          } else if (effect.kind === 'emit') {
             const { subject, type, data } = effect;
             emitted.push({ ...owner, subject, type, data, headers: { 'Causation-Id': planned.key } });
           } else {
@@ -129,6 +135,7 @@ export class Dispatcher {
       }
       if (jobs.length > 0) await effects.enqueue(client, jobs);
       await writeOutbox(client, emitted, this.#options.outboxChannel);
+      await writeTimers(client, timers, this.#options.timerChannel);
       return claimed.length;
     });
   }

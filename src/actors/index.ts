@@ -6,3 +6,4 @@ export {
   type PlannedEffect,
   type StepResult,
 } from './step.ts';
+export { type TimerChange, TimerScheduler, type TimerSchedulerOptions, writeTimers } from './timers.ts';

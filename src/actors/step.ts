@@ -102,7 +102,7 @@ export function applyEvents(
       }
       const unknown = planned.find(
         (p): p is PlannedEffect & { effect: JobEffect } =>
-          p.effect.kind !== 'emit' && !acceptsHandler(p.effect),
+          (p.effect.kind === 'run' || p.effect.kind === 'compensate') && !acceptsHandler(p.effect),
       );
       if (unknown) {
         throw new StatehouseError(

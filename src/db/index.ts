@@ -8,3 +8,6 @@ export const dispatchChannel = (schema: string) => `${schema}.dispatch`;
 
 /** The NOTIFY channel that wakes the outbox relay of the engine using `schema`. */
 export const outboxChannel = (schema: string) => `${schema}.outbox`;
+
+/** The NOTIFY channel that wakes the timer schedulers of the engine using `schema`. */
+export const timerChannel = (schema: string) => `${schema}.timers`;

@@ -1,9 +1,9 @@
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type pg from 'pg';
-import { Dispatcher } from '../actors/index.ts';
+import { Dispatcher, TimerScheduler } from '../actors/index.ts';
 import type { Config } from '../config/index.ts';
-import { createPool, dispatchChannel, migrate, outboxChannel } from '../db/index.ts';
+import { createPool, dispatchChannel, migrate, outboxChannel, timerChannel } from '../db/index.ts';
 import { ensureStream, Ingestor, type IngestorOptions } from '../ingest/index.ts';
 import { type Handler, JobRunner } from '../jobs/index.ts';
 import { OutboxRelay } from '../outbox/index.ts';
@@ -42,6 +42,7 @@ export class Engine {
   readonly #ingestor: Ingestor;
   readonly #parts: Record<Part, boolean>;
   readonly #relay: OutboxRelay;
+  readonly #timers: TimerScheduler;
   #started = false;
 
   private constructor(options: EngineOptions, nats: NatsConnection, jsm: JetStreamManager, pool: pg.Pool) {
@@ -73,10 +74,19 @@ export class Engine {
       effects: this.jobs,
       notifyChannel,
       outboxChannel: outboxChannel(config.database.schema),
+      timerChannel: timerChannel(config.database.schema),
       concurrency: config.dispatcher.concurrency,
       batchSize: config.dispatcher.batchSize,
       pollIntervalMs: config.dispatcher.pollIntervalMs,
       log: this.log.child({ part: 'dispatcher' }),
+    });
+    this.#timers = new TimerScheduler({
+      pool,
+      databaseUrl: options.databaseUrl,
+      timerChannel: timerChannel(config.database.schema),
+      dispatchChannel: notifyChannel,
+      pollIntervalMs: config.dispatcher.pollIntervalMs,
+      log: this.log.child({ part: 'timers' }),
     });
     this.#relay = new OutboxRelay({
       pool,
@@ -142,7 +152,10 @@ export class Engine {
     if (this.#started) return;
     this.#started = true;
     if (this.#parts.jobs) await this.jobs.start();
-    if (this.#parts.dispatch) this.dispatcher.start();
+    if (this.#parts.dispatch) {
+      this.dispatcher.start();
+      this.#timers.start();
+    }
     if (this.#parts.outbox) this.#relay.start();
     if (this.#parts.ingest) this.#ingestor.start();
   }
@@ -159,6 +172,7 @@ export class Engine {
     };
     if (this.#started) {
       await step('ingest', () => this.#ingestor.stop());
+      await step('timers', () => this.#timers.stop());
       await step('dispatch', () => this.dispatcher.stop());
       await step('outbox', () => this.#relay.stop());
       await step('jobs', () => this.jobs.stop(options.graceMs));

@@ -8,7 +8,11 @@ import type { z } from 'zod';
  */
 export type JobEffect = { kind: 'run' | 'compensate'; handler: string; input: unknown };
 export type EmitEffect = { kind: 'emit'; subject: string; type: string; data: unknown };
-export type Effect = JobEffect | EmitEffect;
+/** A delayed event (`after`, or `raise` with a delay) kept as a durable timer; `cancel-timer` drops it. */
+export type TimerEffect =
+  | { kind: 'timer'; id: string; event: { type: string; data?: unknown }; delayMs: number }
+  | { kind: 'cancel-timer'; id: string };
+export type Effect = JobEffect | EmitEffect | TimerEffect;
 
 /** What `emitEvent` publishes: `{ type, data }` as the body, to `subject` (the configured prefix is added). */
 export interface EmittedEvent {
@@ -117,11 +121,31 @@ function effectAction<
   return action;
 }
 
-/** The effect an executable action stands for, or undefined for XState's own actions. */
+/**
+ * The effect an executable action stands for, or undefined for XState's own actions that
+ * the pure transition has already taken care of. Delayed raises and their cancels become
+ * durable timers: an in-memory `setTimeout` would not survive the step.
+ */
 export function effectOf(action: {
+  type: string;
+  params?: unknown;
   exec?: unknown;
   info: ActionArgs<MachineContext, EventObject, EventObject>;
 }): Effect | undefined {
   const resolve = (action.exec as Tagged | undefined)?.[EFFECT];
-  return resolve ? resolve(action.info) : undefined;
+  if (resolve) return resolve(action.info);
+  const params = (action.params ?? {}) as {
+    delay?: unknown;
+    id?: unknown;
+    event?: unknown;
+    sendId?: unknown;
+  };
+  if (action.type === 'xstate.raise' && typeof params.delay === 'number') {
+    const event = params.event as { type: string; data?: unknown };
+    return { kind: 'timer', id: String(params.id ?? event.type), event, delayMs: params.delay };
+  }
+  if (action.type === 'xstate.cancel' && typeof params.sendId === 'string') {
+    return { kind: 'cancel-timer', id: params.sendId };
+  }
+  return undefined;
 }

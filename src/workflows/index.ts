@@ -8,6 +8,7 @@ export {
   type HandlerRef,
   type JobEffect,
   runHandler,
+  type TimerEffect,
 } from './effects.ts';
 export { type EventDefinition, type EventSpec, normalizeEventSpec, type Upcaster, upcast } from './events.ts';
 export { type RouteMatch, WorkflowRegistry } from './registry.ts';

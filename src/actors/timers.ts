@@ -1,0 +1,152 @@
+import type pg from 'pg';
+import { Listener, sleep, withTransaction } from '../db/index.ts';
+import type { Logger } from '../shared/logger.ts';
+import { Wakeup } from '../shared/wakeup.ts';
+import { appendEvents, isDuplicateMessageError } from '../store/index.ts';
+import type { TimerEffect } from '../workflows/index.ts';
+
+export interface TimerChange {
+  machine: string;
+  entityId: string;
+  effect: TimerEffect;
+}
+
+/**
+ * Sets and cancels timers through the dispatcher's transaction, in the order the machine
+ * asked: setting a timer id again replaces it, cancelling one that already fired does
+ * nothing. Wakes the schedulers at commit.
+ */
+export async function writeTimers(client: pg.ClientBase, changes: readonly TimerChange[], channel: string) {
+  if (changes.length === 0) return;
+  for (const { machine, entityId, effect } of changes) {
+    if (effect.kind === 'timer') {
+      await client.query(
+        `insert into timers (machine, entity_id, timer_id, event, fire_at)
+         values ($1, $2, $3, $4, now() + $5 * interval '1 millisecond')
+         on conflict (machine, entity_id, timer_id)
+         do update set event = excluded.event, fire_at = excluded.fire_at, created_at = now()`,
+        [machine, entityId, effect.id, JSON.stringify(effect.event), effect.delayMs],
+      );
+    } else {
+      await client.query('delete from timers where machine = $1 and entity_id = $2 and timer_id = $3', [
+        machine,
+        entityId,
+        effect.id,
+      ]);
+    }
+  }
+  await client.query('select pg_notify($1, $2)', [channel, '']);
+}
+
+export interface TimerSchedulerOptions {
+  pool: pg.Pool;
+  databaseUrl: string;
+  /** Where set timers are announced. */
+  timerChannel: string;
+  /** Where fired timers' events are announced: the dispatcher's channel. */
+  dispatchChannel: string;
+  pollIntervalMs: number;
+  batchSize?: number;
+  log: Logger;
+}
+
+interface DueTimer {
+  id: number;
+  machine: string;
+  entityId: string;
+  timerId: string;
+  event: { type: string; data?: unknown };
+  fireAt: Date;
+}
+
+/**
+ * Fires due timers: in one transaction per batch, deletes them and appends each one's
+ * event to its entity's stream. SKIP LOCKED lets every engine process run a scheduler;
+ * a timer fires once, whoever takes it. Sleeps until the next timer is due (at most the
+ * poll interval), and is woken when a timer is set.
+ */
+export class TimerScheduler {
+  readonly #o: TimerSchedulerOptions;
+  readonly #wakeup = new Wakeup();
+  readonly #listener: Listener;
+  #running = false;
+  #stopping = new AbortController();
+  #loop: Promise<void> | undefined;
+
+  constructor(options: TimerSchedulerOptions) {
+    this.#o = options;
+    this.#listener = new Listener(
+      options.databaseUrl,
+      options.timerChannel,
+      () => this.#wakeup.wake(),
+      options.log,
+    );
+  }
+
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#stopping = new AbortController();
+    this.#listener.start();
+    this.#loop = this.#run();
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+    this.#stopping.abort();
+    this.#wakeup.wake();
+    await this.#loop;
+    await this.#listener.stop();
+  }
+
+  /** Fires the timers due now; resolves with how many fired and when the next is due. */
+  async fireDue(): Promise<{ fired: number; nextInMs: number | undefined }> {
+    const { pool, dispatchChannel, batchSize = 200 } = this.#o;
+    const fired = await withTransaction(
+      pool,
+      async (client) => {
+        const { rows } = await client.query<DueTimer>(
+          `delete from timers where id in (
+             select id from timers where fire_at <= now() order by fire_at limit $1 for update skip locked)
+           returning id, machine, entity_id as "entityId", timer_id as "timerId", event, fire_at as "fireAt"`,
+          [batchSize],
+        );
+        await appendEvents(
+          client,
+          rows.map((t) => ({
+            machine: t.machine,
+            entityId: t.entityId,
+            type: t.event.type,
+            data: t.event.data ?? null,
+            metadata: { timerId: t.timerId, dueAt: t.fireAt.toISOString() },
+            messageId: `timer:${t.id}:${t.fireAt.getTime()}`,
+            source: 'timer',
+          })),
+          { notifyChannel: dispatchChannel },
+        );
+        return rows.length;
+      },
+      { alsoRetry: isDuplicateMessageError },
+    );
+    const { rows } = await pool.query<{ ms: number | null }>(
+      'select greatest(0, extract(epoch from (min(fire_at) - now())) * 1000)::float8 as ms from timers',
+    );
+    return { fired, nextInMs: rows[0]?.ms ?? undefined };
+  }
+
+  async #run(): Promise<void> {
+    const { pollIntervalMs, log } = this.#o;
+    let failures = 0;
+    while (this.#running) {
+      try {
+        const { fired, nextInMs } = await this.fireDue();
+        failures = 0;
+        if (fired === 0) await this.#wakeup.wait(Math.min(pollIntervalMs, nextInMs ?? pollIntervalMs));
+      } catch (error) {
+        failures++;
+        log.warn({ err: error }, 'firing timers failed; backing off');
+        await sleep(Math.min(10_000, 200 * 2 ** failures), this.#stopping.signal);
+      }
+    }
+  }
+}

@@ -1,0 +1,78 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { setup } from 'xstate';
+import { z } from 'zod';
+import { workflows as demoWorkflows } from '../machines/index.ts';
+import { defineWorkflow } from '../src/workflows/index.ts';
+import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
+import { entityRow, eventTypes } from './helpers/orders.ts';
+
+/** A reminder that goes off a second after it is set, unless it is cancelled first. */
+const reminderMachine = setup({
+  types: { events: {} as { type: 'reminder.set' } | { type: 'reminder.cancel' } },
+}).createMachine({
+  id: 'reminder',
+  initial: 'idle',
+  states: {
+    idle: { on: { 'reminder.set': 'waiting' } },
+    waiting: { after: { 1000: 'reminded' }, on: { 'reminder.cancel': 'cancelled' } },
+    reminded: { type: 'final' },
+    cancelled: { type: 'final' },
+  },
+});
+const reminders = defineWorkflow({
+  name: 'reminder',
+  version: 1,
+  machine: reminderMachine,
+  subjects: 'reminders.*.>',
+  events: { 'reminder.set': z.null(), 'reminder.cancel': z.null() },
+});
+const workflows = [...demoWorkflows, reminders];
+
+describe('durable timers', () => {
+  let t: TestContext;
+  beforeEach(async () => {
+    t = await createTestContext();
+  });
+  afterEach(() => t.cleanup());
+
+  const send = (id: string, type: string) =>
+    t.publish(t.subject(`reminders.${id}.${type}`), { type, data: null });
+  const timers = async () =>
+    (await t.pool.query<{ entity_id: string }>('select entity_id from timers order by entity_id')).rows.map(
+      (r) => r.entity_id,
+    );
+
+  it('a timer set before a restart fires once, after it', async () => {
+    const first = await t.startEngine({ workflows });
+    await send('r-1', 'reminder.set');
+    await waitFor('the timer to be stored', async () => (await timers()).includes('r-1'));
+    await first.stop();
+    await new Promise((r) => setTimeout(r, 1200)); // due while no engine runs
+    expect((await entityRow(t.pool, 'r-1', 'reminder'))?.state).toBe('waiting');
+
+    await t.startEngine({ workflows });
+    await waitFor(
+      'the reminder to go off',
+      async () => (await entityRow(t.pool, 'r-1', 'reminder'))?.state === 'reminded',
+    );
+    expect(await eventTypes(t.pool, 'r-1', 'reminder')).toEqual([
+      'reminder.set',
+      'xstate.after.1000.reminder.waiting',
+    ]);
+    expect(await timers()).toEqual([]);
+  });
+
+  it('leaving the state that set a timer cancels it', async () => {
+    await t.startEngine({ workflows });
+    await send('r-2', 'reminder.set');
+    await waitFor('waiting', async () => (await entityRow(t.pool, 'r-2', 'reminder'))?.state === 'waiting');
+    await send('r-2', 'reminder.cancel');
+    await waitFor(
+      'cancelled',
+      async () => (await entityRow(t.pool, 'r-2', 'reminder'))?.state === 'cancelled',
+    );
+    expect(await timers()).toEqual([]);
+    await new Promise((r) => setTimeout(r, 1500)); // past the time it would have fired
+    expect(await eventTypes(t.pool, 'r-2', 'reminder')).toEqual(['reminder.set', 'reminder.cancel']);
+  });
+});
