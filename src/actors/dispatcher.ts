@@ -38,7 +38,7 @@ const CLAIM_SQL = `
 select machine, entity_id as "entityId", machine_version as "machineVersion", snapshot,
        applied_version as "appliedVersion"
 from entities
-where applied_version < last_version and status <> 'failed'
+where applied_version < last_version and status <> 'failed' and machine = any($2::text[])
 order by pending_since
 limit $1
 for update skip locked`;
@@ -100,7 +100,7 @@ export class Dispatcher {
     const { pool, registry, effects, batchSize, log } = this.#options;
     const maxEvents = this.#options.maxEventsPerEntity ?? 100;
     return withTransaction(pool, async (client) => {
-      const { rows: claimed } = await client.query<EntityRow>(CLAIM_SQL, [batchSize]);
+      const { rows: claimed } = await client.query<EntityRow>(CLAIM_SQL, [batchSize, registry.names]);
       if (claimed.length === 0) return 0;
       const pending = await readPendingEvents(client, claimed);
       const results: Array<{ entity: EntityRow; result: StepResult }> = [];

@@ -7,6 +7,7 @@ import {
   type JobEffect,
   subjectCovers,
   upcast,
+  type Workflow,
   type WorkflowRegistry,
 } from '../workflows/index.ts';
 
@@ -48,12 +49,12 @@ export function applyEvents(
   events: readonly StoredEvent[],
   acceptsHandler: (effect: JobEffect) => boolean = () => true,
 ): StepResult {
-  const version = entity.machineVersion ?? registry.latest(entity.machine)?.version ?? null;
-  const workflow = version === null ? undefined : registry.get(entity.machine, version);
+  const resolved = resolveVersion(registry, entity);
+  const { version, workflow } = resolved;
   const machine = workflow?.machine;
   let result: StepResult = {
     machineVersion: version,
-    snapshot: entity.snapshot,
+    snapshot: resolved.snapshot,
     state: null,
     status: 'active',
     appliedVersion: entity.appliedVersion,
@@ -74,9 +75,9 @@ export function applyEvents(
   }
 
   let snapshot: AnyMachineSnapshot | undefined =
-    entity.snapshot === null || entity.snapshot === undefined
+    resolved.snapshot === null || resolved.snapshot === undefined
       ? undefined
-      : machine.resolveState(entity.snapshot as never);
+      : machine.resolveState(resolved.snapshot as never);
   for (const event of events) {
     try {
       const planned: PlannedEffect[] = [];
@@ -128,6 +129,32 @@ export function applyEvents(
     }
   }
   return result;
+}
+
+/**
+ * Which machine version an entity runs on. An entity keeps the version it started with
+ * while that version is registered; when it is not, and the newest version has a snapshot
+ * migration from it, the snapshot is migrated and the entity moves to the newest.
+ */
+function resolveVersion(
+  registry: WorkflowRegistry,
+  entity: EntityRow,
+): { version: number | null; workflow: Workflow | undefined; snapshot: unknown } {
+  const latest = registry.latest(entity.machine);
+  if (entity.machineVersion === null) {
+    return { version: latest?.version ?? null, workflow: latest, snapshot: entity.snapshot };
+  }
+  const own = registry.get(entity.machine, entity.machineVersion);
+  if (own) return { version: own.version, workflow: own, snapshot: entity.snapshot };
+  const migration = latest?.migrations[entity.machineVersion];
+  if (latest && migration) {
+    const snapshot =
+      entity.snapshot === null || entity.snapshot === undefined
+        ? entity.snapshot
+        : migration(entity.snapshot);
+    return { version: latest.version, workflow: latest, snapshot };
+  }
+  return { version: entity.machineVersion, workflow: undefined, snapshot: entity.snapshot };
 }
 
 function plan(

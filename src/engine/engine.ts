@@ -4,6 +4,7 @@ import type pg from 'pg';
 import { Dispatcher, TimerScheduler } from '../actors/index.ts';
 import type { Config } from '../config/index.ts';
 import { createPool, dispatchChannel, migrate, outboxChannel, timerChannel } from '../db/index.ts';
+import { ConfigError } from '../errors/index.ts';
 import { ensureStream, Ingestor, type IngestorOptions } from '../ingest/index.ts';
 import { type Handler, JobRunner } from '../jobs/index.ts';
 import { OutboxRelay } from '../outbox/index.ts';
@@ -131,6 +132,7 @@ export class Engine {
       nats = await connect({ servers: options.natsUrl, maxReconnectAttempts: -1, name: 'statehouse' });
       const jsm = await jetstreamManager(nats);
       const engine = new Engine(options, nats, jsm, pool);
+      await checkVersionsInUse(pool, engine.registry);
       await ensureStream(jsm, { stream: config.nats.stream, subjects: engine.registry.subjects });
       const emitted = engine.registry.emittedSubjects;
       if (emitted.length > 0) await ensureStream(jsm, { stream: config.nats.emitStream, subjects: emitted });
@@ -183,4 +185,26 @@ export class Engine {
     await step('nats', () => this.nats.drain().catch(() => {}));
     await step('pool', () => this.pool.end());
   }
+}
+
+/**
+ * Refuses to start when entities still in flight use a machine version that is gone and
+ * that the newest version cannot migrate: they would fail on their next event.
+ */
+async function checkVersionsInUse(pool: pg.Pool, registry: WorkflowRegistry): Promise<void> {
+  const { rows } = await pool.query<{ machine: string; version: number; entities: number }>(
+    `select machine, machine_version as version, count(*)::int as entities from entities
+     where status <> 'done' and machine_version is not null and machine = any($1::text[])
+     group by machine, machine_version`,
+    [registry.names],
+  );
+  const problems = rows.filter(
+    (r) => !registry.get(r.machine, r.version) && !registry.latest(r.machine)?.migrations[r.version],
+  );
+  if (problems.length === 0) return;
+  const lines = problems.map((p) => {
+    const latest = registry.latest(p.machine)!.version;
+    return `  machine "${p.machine}" version ${p.version} is used by ${p.entities} entities that are not done; keep version ${p.version} registered next to version ${latest}, or give version ${latest} a snapshot migration from it (migrations: { ${p.version}: (snapshot) => … })`;
+  });
+  throw new ConfigError(`cannot remove machine versions still in use:\n${lines.join('\n')}`);
 }

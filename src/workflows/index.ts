@@ -13,4 +13,10 @@ export {
 export { type EventDefinition, type EventSpec, normalizeEventSpec, type Upcaster, upcast } from './events.ts';
 export { type RouteMatch, WorkflowRegistry } from './registry.ts';
 export { subjectCovers } from './subjects.ts';
-export { defineWorkflow, type SubjectRoute, type Workflow, type WorkflowOptions } from './workflow.ts';
+export {
+  defineWorkflow,
+  type SnapshotMigration,
+  type SubjectRoute,
+  type Workflow,
+  type WorkflowOptions,
+} from './workflow.ts';

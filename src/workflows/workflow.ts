@@ -20,7 +20,16 @@ export interface WorkflowOptions<TMachine extends AnyStateMachine> {
   events: Readonly<Record<string, EventDefinition>>;
   /** Subject patterns the machine may emit to with `emitEvent`, e.g. `order-events.*.>`. */
   emits?: string | readonly string[];
+  /**
+   * Snapshot migrations into this version, keyed by the version they migrate from. An
+   * entity whose own version is no longer registered is migrated with the one for its
+   * version; with none, the engine refuses to start.
+   */
+  migrations?: Readonly<Record<number, SnapshotMigration>>;
 }
+
+/** Turns a persisted snapshot of an older machine version into one of this version. */
+export type SnapshotMigration = (snapshot: unknown) => unknown;
 
 export interface Workflow<TMachine extends AnyStateMachine = AnyStateMachine> {
   readonly name: string;
@@ -29,6 +38,7 @@ export interface Workflow<TMachine extends AnyStateMachine = AnyStateMachine> {
   readonly routes: readonly SubjectRoute[];
   readonly events: Readonly<Record<string, EventSpec>>;
   readonly emits: readonly string[];
+  readonly migrations: Readonly<Record<number, SnapshotMigration>>;
 }
 
 export interface SubjectRoute {
@@ -77,6 +87,7 @@ export function defineWorkflow<TMachine extends AnyStateMachine>(
   return Object.freeze({
     name: options.name,
     emits: Object.freeze(emits),
+    migrations: Object.freeze({ ...(options.migrations ?? {}) }),
     version: options.version,
     machine: options.machine,
     routes,
