@@ -32,7 +32,15 @@ describe('statehouse CLI', () => {
     });
 
   it('has --help on every command', () => {
-    for (const command of [[], ['start'], ['migrate'], ['entity'], ['publish']]) {
+    for (const command of [
+      [],
+      ['start'],
+      ['migrate'],
+      ['entity'],
+      ['entities'],
+      ['publish'],
+      ['quarantine'],
+    ]) {
       const result = cli(...command, '--help');
       expect(result.status, command.join(' ')).toBe(0);
       expect(result.stdout).toContain('Usage: statehouse');
@@ -81,6 +89,9 @@ describe('statehouse CLI', () => {
       'shipOrder.done',
     ]);
 
+    const listed = cli('entities', '--machine', 'order', '--status', 'done');
+    expect(listed.stdout).toMatch(/order cli-1 {2}done {2}shipped/);
+    expect(cli('entities', '--status', 'sleeping').stderr).toContain('--status');
     const human = cli('entity', 'cli-1');
     expect(human.stdout).toMatch(/status\s+done/);
     expect(human.stdout).toMatch(/state\s+shipped/);

@@ -2,9 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { jetstream } from '@nats-io/jetstream';
 import { connect, headers } from '@nats-io/transport-node';
+import { z } from 'zod';
 import { dispatchChannel, migrate } from '../db/index.ts';
 import { Engine } from '../engine/index.ts';
-import { getEntity, resumeEntity } from '../entities/index.ts';
+import { getEntity, listEntities, resumeEntity } from '../entities/index.ts';
 import { UsageError } from '../errors/index.ts';
 import { resolveServices } from '../services/index.ts';
 import { createLogger } from '../shared/logger.ts';
@@ -45,6 +46,35 @@ export async function entityCommand(
     }
     const entity = await getEntity(pool, id, options.machine);
     console.log(options.json ? JSON.stringify(entity, null, 2) : formatEntity(entity));
+  });
+}
+
+const entitiesOptions = z.object({
+  machine: z.string().min(1).optional(),
+  status: z.enum(['active', 'done', 'failed', 'compensating', 'needs-attention']).optional(),
+  limit: z.coerce.number().int().min(1).max(10_000),
+  json: z.boolean().optional(),
+});
+
+export async function entitiesCommand(raw: Record<string, unknown>): Promise<void> {
+  const parsed = entitiesOptions.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new UsageError(`--${issue.path.join('.')}: ${issue.message}`);
+  }
+  const options = parsed.data;
+  const { config, log } = commandContext();
+  await withDatabase(config, log, async (pool) => {
+    const rows = await listEntities(pool, options);
+    if (options.json) return console.log(JSON.stringify(rows, null, 2));
+    if (rows.length === 0) return console.log('no entities match');
+    for (const r of rows) {
+      const state = typeof r.state === 'string' ? r.state : JSON.stringify(r.state);
+      const pending = r.pending > 0 ? `  (${r.pending} pending)` : '';
+      console.log(
+        `${r.updatedAt.toISOString()}  ${r.machine} ${r.entityId}  ${r.status}  ${state}${pending}`,
+      );
+    }
   });
 }
 

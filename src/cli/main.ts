@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { StatehouseError } from '../errors/index.ts';
-import { entityCommand, migrateCommand, publishCommand, startCommand } from './commands.ts';
+import { entitiesCommand, entityCommand, migrateCommand, publishCommand, startCommand } from './commands.ts';
 import { quarantineCommand } from './quarantine.ts';
 
 const program = new Command('statehouse')
@@ -27,6 +27,15 @@ program
   .option('--machine <name>', 'the machine, when several have an entity with this id')
   .option('--json', 'print JSON')
   .action(entityCommand);
+
+program
+  .command('entities')
+  .description('entities by machine and status, most recently changed first')
+  .option('--machine <name>', 'only this machine')
+  .option('--status <status>', 'only this status: active, done, failed, compensating, needs-attention')
+  .option('--limit <n>', 'at most this many', '50')
+  .option('--json', 'print JSON')
+  .action(entitiesCommand);
 
 program
   .command('publish <subject> <payload>')

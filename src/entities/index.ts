@@ -1,1 +1,1 @@
-export { type EntityView, getEntity, resumeEntity } from './query.ts';
+export { type EntitySummary, type EntityView, getEntity, listEntities, resumeEntity } from './query.ts';

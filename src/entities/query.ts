@@ -73,3 +73,29 @@ export async function resumeEntity(
   await pool.query('select pg_notify($1, $2)', [notifyChannel, '']);
   return entity.machine;
 }
+
+export interface EntitySummary {
+  machine: string;
+  entityId: string;
+  status: string;
+  state: unknown;
+  machineVersion: number | null;
+  pending: number;
+  updatedAt: Date;
+}
+
+/** Entities by machine and status, most recently changed first (on the entities_by_status index). */
+export async function listEntities(
+  pool: pg.Pool,
+  filter: { machine?: string | undefined; status?: string | undefined; limit?: number } = {},
+): Promise<EntitySummary[]> {
+  const { rows } = await pool.query<EntitySummary>(
+    `select machine, entity_id as "entityId", status, state, machine_version as "machineVersion",
+            last_version - applied_version as pending, updated_at as "updatedAt"
+     from entities
+     where ($1::text is null or machine = $1) and ($2::text is null or status = $2)
+     order by updated_at desc limit $3`,
+    [filter.machine ?? null, filter.status ?? null, filter.limit ?? 50],
+  );
+  return rows;
+}
