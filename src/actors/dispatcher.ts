@@ -1,8 +1,8 @@
 import type pg from 'pg';
-import { Listener, sleep, withTransaction } from '../db/index.ts';
+import { withTransaction } from '../db/index.ts';
 import { type OutboxEntry, writeOutbox } from '../outbox/index.ts';
 import type { Logger } from '../shared/logger.ts';
-import { Wakeup } from '../shared/wakeup.ts';
+import { PollingLoop } from '../shared/polling-loop.ts';
 import { entityKey, readPendingEvents } from '../store/index.ts';
 import type { JobEffect, WorkflowRegistry } from '../workflows/index.ts';
 import { applyEvents, type EntityRow, type PlannedEffect, type StepResult } from './step.ts';
@@ -61,38 +61,28 @@ where e.machine = u.machine and e.entity_id = u.entity_id`;
  */
 export class Dispatcher {
   readonly #options: DispatcherOptions;
-  readonly #wakeup = new Wakeup();
-  readonly #listener: Listener;
-  #running = false;
-  #stopping = new AbortController();
-  #loops: Promise<void>[] = [];
+  readonly #loop: PollingLoop;
 
   constructor(options: DispatcherOptions) {
     this.#options = options;
-    this.#listener = new Listener(
-      options.databaseUrl,
-      options.notifyChannel,
-      () => this.#wakeAll(),
-      options.log,
-    );
+    this.#loop = new PollingLoop({
+      name: 'dispatch',
+      databaseUrl: options.databaseUrl,
+      channel: options.notifyChannel,
+      pollIntervalMs: options.pollIntervalMs,
+      concurrency: options.concurrency,
+      log: options.log,
+      round: async () => ({ more: (await this.dispatchOnce()) === options.batchSize }),
+    });
   }
 
   start(): void {
-    if (this.#running) return;
-    this.#running = true;
-    this.#stopping = new AbortController();
-    this.#listener.start();
-    this.#loops = Array.from({ length: this.#options.concurrency }, (_, i) => this.#loop(i));
+    this.#loop.start();
   }
 
   /** Lets the transactions in flight commit, then stops; unclaimed work stays for the next start. */
-  async stop(): Promise<void> {
-    if (!this.#running) return;
-    this.#running = false;
-    this.#stopping.abort();
-    this.#wakeAll();
-    await Promise.all(this.#loops);
-    await this.#listener.stop();
+  stop(): Promise<void> {
+    return this.#loop.stop();
   }
 
   /** One claim-apply-commit round; resolves with how many entities it moved. */
@@ -138,27 +128,6 @@ export class Dispatcher {
       await writeTimers(client, timers, this.#options.timerChannel);
       return claimed.length;
     });
-  }
-
-  #wakeAll(): void {
-    // One wake per loop: each waiting loop gets its own chance to claim.
-    for (let i = 0; i < this.#options.concurrency; i++) this.#wakeup.wake();
-  }
-
-  async #loop(index: number): Promise<void> {
-    const { batchSize, pollIntervalMs, log } = this.#options;
-    let failures = 0;
-    while (this.#running) {
-      try {
-        const moved = await this.dispatchOnce();
-        failures = 0;
-        if (moved < batchSize) await this.#wakeup.wait(pollIntervalMs);
-      } catch (error) {
-        failures++;
-        log.error({ err: error, loop: index }, 'dispatch failed; backing off');
-        await sleep(Math.min(10_000, 100 * 2 ** failures), this.#stopping.signal);
-      }
-    }
   }
 }
 

@@ -1,7 +1,7 @@
 import type pg from 'pg';
-import { Listener, sleep, withTransaction } from '../db/index.ts';
+import { withTransaction } from '../db/index.ts';
 import type { Logger } from '../shared/logger.ts';
-import { Wakeup } from '../shared/wakeup.ts';
+import { PollingLoop } from '../shared/polling-loop.ts';
 import { appendEvents, isDuplicateMessageError } from '../store/index.ts';
 import type { TimerEffect } from '../workflows/index.ts';
 
@@ -67,36 +67,29 @@ interface DueTimer {
  */
 export class TimerScheduler {
   readonly #o: TimerSchedulerOptions;
-  readonly #wakeup = new Wakeup();
-  readonly #listener: Listener;
-  #running = false;
-  #stopping = new AbortController();
-  #loop: Promise<void> | undefined;
+  readonly #loop: PollingLoop;
 
   constructor(options: TimerSchedulerOptions) {
     this.#o = options;
-    this.#listener = new Listener(
-      options.databaseUrl,
-      options.timerChannel,
-      () => this.#wakeup.wake(),
-      options.log,
-    );
+    this.#loop = new PollingLoop({
+      name: 'timers',
+      databaseUrl: options.databaseUrl,
+      channel: options.timerChannel,
+      pollIntervalMs: options.pollIntervalMs,
+      log: options.log,
+      round: async () => {
+        const { fired, nextInMs } = await this.fireDue();
+        return { more: fired > 0, nextInMs };
+      },
+    });
   }
 
   start(): void {
-    if (this.#running) return;
-    this.#running = true;
-    this.#stopping = new AbortController();
-    this.#listener.start();
-    this.#loop = this.#run();
+    this.#loop.start();
   }
 
-  async stop(): Promise<void> {
-    this.#running = false;
-    this.#stopping.abort();
-    this.#wakeup.wake();
-    await this.#loop;
-    await this.#listener.stop();
+  stop(): Promise<void> {
+    return this.#loop.stop();
   }
 
   /** Fires the timers due now; resolves with how many fired and when the next is due. */
@@ -132,21 +125,5 @@ export class TimerScheduler {
       'select greatest(0, extract(epoch from (min(fire_at) - now())) * 1000)::float8 as ms from timers',
     );
     return { fired, nextInMs: rows[0]?.ms ?? undefined };
-  }
-
-  async #run(): Promise<void> {
-    const { pollIntervalMs, log } = this.#o;
-    let failures = 0;
-    while (this.#running) {
-      try {
-        const { fired, nextInMs } = await this.fireDue();
-        failures = 0;
-        if (fired === 0) await this.#wakeup.wait(Math.min(pollIntervalMs, nextInMs ?? pollIntervalMs));
-      } catch (error) {
-        failures++;
-        log.warn({ err: error }, 'firing timers failed; backing off');
-        await sleep(Math.min(10_000, 200 * 2 ** failures), this.#stopping.signal);
-      }
-    }
   }
 }

@@ -1,9 +1,8 @@
 import type { JetStreamClient } from '@nats-io/jetstream';
 import { headers as natsHeaders } from '@nats-io/transport-node';
 import pg from 'pg';
-import { Listener, sleep } from '../db/index.ts';
 import type { Logger } from '../shared/logger.ts';
-import { Wakeup } from '../shared/wakeup.ts';
+import { PollingLoop } from '../shared/polling-loop.ts';
 
 export interface OutboxRelayOptions {
   pool: pg.Pool;
@@ -35,60 +34,30 @@ interface Row {
  */
 export class OutboxRelay {
   readonly #o: OutboxRelayOptions;
-  readonly #wakeup = new Wakeup();
-  readonly #listener: Listener;
-  #running = false;
-  #stopping = new AbortController();
-  #loop: Promise<void> | undefined;
+  readonly #loop: PollingLoop;
   #lock: pg.Client | undefined;
   #database: string | undefined;
 
   constructor(options: OutboxRelayOptions) {
     this.#o = options;
-    this.#listener = new Listener(
-      options.databaseUrl,
-      options.notifyChannel,
-      () => this.#wakeup.wake(),
-      options.log,
-    );
+    this.#loop = new PollingLoop({
+      name: 'outbox relay',
+      databaseUrl: options.databaseUrl,
+      channel: options.notifyChannel,
+      pollIntervalMs: options.pollIntervalMs ?? 1000,
+      log: options.log,
+      round: async () => ({ more: (await this.#lead()) && (await this.relayOnce()) > 0 }),
+    });
   }
 
   start(): void {
-    if (this.#running) return;
-    this.#running = true;
-    this.#stopping = new AbortController();
-    this.#listener.start();
-    this.#loop = this.#run();
+    this.#loop.start();
   }
 
   async stop(): Promise<void> {
-    this.#running = false;
-    this.#stopping.abort();
-    this.#wakeup.wake();
-    await this.#loop;
-    await this.#listener.stop();
+    await this.#loop.stop();
     await this.#lock?.end().catch(() => {});
     this.#lock = undefined;
-  }
-
-  async #run(): Promise<void> {
-    const { pollIntervalMs = 1000, log } = this.#o;
-    let failures = 0;
-    while (this.#running) {
-      try {
-        if (!(await this.#lead())) {
-          await this.#wakeup.wait(pollIntervalMs);
-          continue;
-        }
-        const sent = await this.relayOnce();
-        failures = 0;
-        if (sent === 0) await this.#wakeup.wait(pollIntervalMs);
-      } catch (error) {
-        failures++;
-        log.warn({ err: error }, 'outbox relay failed; backing off');
-        await sleep(Math.min(10_000, 200 * 2 ** failures), this.#stopping.signal);
-      }
-    }
   }
 
   /** Holds (or takes) the relay lock; false when another process relays. */
