@@ -4,7 +4,7 @@ import { dispatchChannel } from '../src/db/index.ts';
 import { resumeEntity } from '../src/entities/index.ts';
 import { ledgerWorkflow } from './fixtures/ledger-app.ts';
 import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
-import { entityRow } from './helpers/orders.ts';
+import { entityRow, orderPlaced } from './helpers/orders.ts';
 
 describe('actors', () => {
   let t: TestContext;
@@ -58,5 +58,50 @@ describe('actors', () => {
     await entry('c', 0);
     await waitFor('c applied', async () => (await entityRow(t.pool, 'c', 'ledger'))?.applied_version === 1);
     await expect(resumeEntity(t.pool, 'c', { notifyChannel: 'x' })).rejects.toThrow(/is active, not failed/);
+  });
+});
+
+describe('steps', () => {
+  let t: TestContext;
+  beforeEach(async () => {
+    t = await createTestContext();
+  });
+  afterEach(() => t.cleanup());
+
+  it('invariant atomic step: a step that fails to commit leaves no state change, no job and no emitted event', async () => {
+    let failures = 3;
+    await t.startEngine({
+      hooks: {
+        beforeStepCommit: () => {
+          if (failures > 0) {
+            failures--;
+            throw new Error('simulated crash before the step commits');
+          }
+        },
+      },
+    });
+    await t.publish(t.subject('orders.at-1.placed'), orderPlaced({ paymentMethod: 'card_declined' }));
+    // While the step keeps failing, nothing of it is visible.
+    await waitFor('the failures to be used up', async () => failures === 0);
+    const during = await t.pool.query<{ jobs: number; applied: number; outbox: number }>(
+      `select (select count(*) from pgboss.job where name like 'statehouse.%')::int as jobs,
+              (select applied_version from entities where entity_id = 'at-1') as applied,
+              (select count(*) from outbox)::int as outbox`,
+    );
+    expect(during.rows[0]).toEqual({ jobs: 0, applied: 0, outbox: 0 });
+    // Once steps commit, each one's work happens exactly once.
+    await waitFor('at-1 cancelled', async () => (await entityRow(t.pool, 'at-1'))?.state === 'cancelled');
+    const { rows } = await t.pool.query<{ name: string; n: number }>(
+      "select name, count(*)::int as n from pgboss.job where name like 'statehouse.%' group by name order by name",
+    );
+    expect(rows).toEqual([
+      { name: 'statehouse.chargePayment', n: 1 },
+      // The declined charge failed for good and went to its dead-letter queue.
+      { name: 'statehouse.chargePayment.dead', n: 1 },
+      { name: 'statehouse.reserveStock', n: 1 },
+      { name: 'statehouse.reserveStock.compensate', n: 1 },
+    ]);
+    const outbox = await t.pool.query<{ subject: string }>('select subject from outbox');
+    expect(outbox.rows.map((r) => r.subject)).toEqual(['order-events.at-1.cancelled']);
   });
 });

@@ -26,6 +26,8 @@ export interface DispatcherOptions {
   outboxChannel: string;
   /** Wakes the timer schedulers when a step set a timer. */
   timerChannel: string;
+  /** Fault hook for tests: runs just before a step's transaction commits; may throw. */
+  hooks?: { beforeStepCommit?: () => void | Promise<void> };
   concurrency: number;
   batchSize: number;
   pollIntervalMs: number;
@@ -126,6 +128,7 @@ export class Dispatcher {
       if (jobs.length > 0) await effects.enqueue(client, jobs);
       await writeOutbox(client, emitted, this.#options.outboxChannel);
       await writeTimers(client, timers, this.#options.timerChannel);
+      await this.#options.hooks?.beforeStepCommit?.();
       return claimed.length;
     });
   }

@@ -1,7 +1,7 @@
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type pg from 'pg';
-import { Dispatcher, TimerScheduler } from '../actors/index.ts';
+import { Dispatcher, type DispatcherOptions, TimerScheduler } from '../actors/index.ts';
 import type { Config } from '../config/index.ts';
 import { createPool, dispatchChannel, migrate, outboxChannel, timerChannel } from '../db/index.ts';
 import { ConfigError } from '../errors/index.ts';
@@ -23,7 +23,8 @@ export interface EngineOptions {
   log?: Logger;
   /** Which parts run in this process; all by default. */
   parts?: Partial<Record<Part, boolean>>;
-  hooks?: IngestorOptions['hooks'];
+  /** Fault hooks for tests: each may throw to simulate a crash at that point. */
+  hooks?: NonNullable<IngestorOptions['hooks']> & NonNullable<DispatcherOptions['hooks']>;
 }
 
 /**
@@ -76,6 +77,9 @@ export class Engine {
       notifyChannel,
       outboxChannel: outboxChannel(config.database.schema),
       timerChannel: timerChannel(config.database.schema),
+      ...(options.hooks?.beforeStepCommit
+        ? { hooks: { beforeStepCommit: options.hooks.beforeStepCommit } }
+        : {}),
       concurrency: config.dispatcher.concurrency,
       batchSize: config.dispatcher.batchSize,
       pollIntervalMs: config.dispatcher.pollIntervalMs,
@@ -114,7 +118,7 @@ export class Engine {
       maxDeliver: config.nats.maxDeliver,
       notifyChannel,
       log: this.log.child({ part: 'ingest' }),
-      ...(options.hooks ? { hooks: options.hooks } : {}),
+      ...(options.hooks?.afterCommit ? { hooks: { afterCommit: options.hooks.afterCommit } } : {}),
     });
   }
 

@@ -126,7 +126,10 @@ export class JobRunner implements EffectSink {
         retryLimit: handler.retry.limit,
         retryDelay: handler.retry.delaySeconds,
         retryBackoff: handler.retry.backoff,
-        ...(handler.retry.maxDelaySeconds ? { retryDelayMax: handler.retry.maxDelaySeconds } : {}),
+        // pg-boss refuses a maximum delay without backoff (and the default policy always has one).
+        ...(handler.retry.backoff && handler.retry.maxDelaySeconds
+          ? { retryDelayMax: handler.retry.maxDelaySeconds }
+          : {}),
         expireInSeconds: handler.timeoutSeconds + EXPIRY_MARGIN_SECONDS,
         deadLetter: `${queue}.dead`,
         notify: true,
@@ -149,7 +152,8 @@ export class JobRunner implements EffectSink {
           includeMetadata: true,
           perJobResults: true,
           pollingIntervalSeconds: pollIntervalSeconds,
-          notifyPollingIntervalSeconds: Math.max(pollIntervalSeconds, 5),
+          // NOTIFY announces new jobs only; a retry comes due silently, so keep the configured pace.
+          notifyPollingIntervalSeconds: pollIntervalSeconds,
           burstWhenBatchFull: batchSize > 1,
         } as const,
         (jobs: JobWithMetadata<JobData>[]) => Promise.all(jobs.map((job) => this.#runJob(task, job))),

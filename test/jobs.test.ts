@@ -1,0 +1,275 @@
+import { PgBoss } from 'pg-boss';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Engine } from '../src/engine/index.ts';
+import type { Handler, JobData } from '../src/jobs/index.ts';
+import {
+  type AttemptRecord,
+  attemptsOf,
+  handlers as jobsHandlers,
+  workflows as jobsWorkflows,
+  STARTS_TABLE_SQL,
+} from './fixtures/jobs-app.ts';
+import { type JobsEngineProcess, spawnJobsEngine } from './fixtures/jobs-process.ts';
+import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
+import { entityRow } from './helpers/orders.ts';
+
+interface StoredOutcome {
+  type: string;
+  data: Record<string, unknown> | null;
+  metadata: { idempotencyKey?: string };
+}
+
+async function eventsOf(t: TestContext, entityId: string): Promise<StoredOutcome[]> {
+  const { rows } = await t.pool.query<StoredOutcome>(
+    "select type, data, metadata from events where machine = 'jobs' and entity_id = $1 order by version",
+    [entityId],
+  );
+  return rows;
+}
+
+/** Waits until the entity has an event of `type`, and returns all of its events. */
+function eventsOnceThere(t: TestContext, entityId: string, type: string, timeoutMs = 20_000) {
+  return waitFor(
+    `${entityId} to get ${type}`,
+    async () => {
+      const events = await eventsOf(t, entityId);
+      return events.some((e) => e.type === type) ? events : undefined;
+    },
+    timeoutMs,
+  );
+}
+
+const start = (t: TestContext, entityId: string, handler: string, data: unknown) =>
+  t.publish(t.subject(`jobs.${entityId}.start`), { type: `${handler}.start`, data }, { id: entityId });
+
+describe('handler jobs', () => {
+  let t: TestContext;
+  let engine: Engine;
+  beforeAll(async () => {
+    t = await createTestContext();
+    engine = await t.startEngine({
+      workflows: jobsWorkflows,
+      handlers: jobsHandlers as unknown as Handler<never, unknown>[],
+    });
+  });
+  afterAll(() => t.cleanup());
+
+  /** The entity's job in `queue` (the documented `statehouse.<handler>`), once pg-boss has settled it. */
+  const settledJob = (queue: string, entityId: string) =>
+    waitFor(`the ${queue} job of ${entityId} to settle`, async () => {
+      const [job] = await engine.jobs.boss.findJobs<JobData>(queue, { data: { entityId } });
+      return job && (job.state === 'completed' || job.state === 'failed') ? job : undefined;
+    });
+
+  const deadLetters = (handler: string, entityId: string) =>
+    engine.jobs.boss.findJobs<JobData>(`statehouse.${handler}.dead`, { data: { entityId } });
+
+  const outcomesInContext = async (entityId: string) =>
+    (await entityRow(t.pool, entityId, 'jobs'))?.snapshot?.context.outcomes as
+      | Array<{ type: string }>
+      | undefined;
+
+  it('a handler that fails twice is retried with growing delays under one idempotency key, and its result reaches the machine once', async () => {
+    await start(t, 'retry-1', 'flakyCharge', { failures: 2 });
+    await eventsOnceThere(t, 'retry-1', 'flakyCharge.done');
+    const job = await settledJob('statehouse.flakyCharge', 'retry-1');
+    expect(job.state).toBe('completed');
+
+    const tries = attemptsOf('retry-1');
+    console.log(
+      'GAPS retry',
+      tries.map((a) => a.startedAt - tries[0]!.startedAt),
+    );
+    expect(tries.map((a) => a.attempt)).toEqual([1, 2, 3]);
+    const key = tries[0]!.key;
+    expect(key).toMatch(/^jobs:retry-1:1:/);
+    expect(tries.every((a) => a.key === key)).toBe(true);
+
+    // Each retry waits out its delay, and the second delay is longer than the first
+    // (pg-boss waits delay·2^(n-1)·(1 + random) before retry n: 1–2 s, then 2–4 s).
+    const [first, second, third] = tries.map((a) => a.startedAt) as [number, number, number];
+    expect(first).toBeLessThan(second);
+    expect(second).toBeLessThan(third);
+    expect(second - first).toBeGreaterThanOrEqual(1000);
+    expect(third - second).toBeGreaterThan(second - first);
+
+    const events = await eventsOf(t, 'retry-1');
+    expect(events.map((e) => e.type)).toEqual(['flakyCharge.start', 'flakyCharge.done']);
+    expect(events[1]).toMatchObject({ data: { chargedOnTry: 3 }, metadata: { idempotencyKey: key } });
+    await waitFor(
+      'the machine to apply the outcome',
+      async () => (await outcomesInContext('retry-1'))?.length,
+    );
+    expect(await outcomesInContext('retry-1')).toEqual([
+      { type: 'flakyCharge.done', data: { chargedOnTry: 3 } },
+    ]);
+  });
+
+  it('a handler that keeps failing gives the machine <handler>.failed with the error once its retries are used up, and its job lands in the dead-letter queue', async () => {
+    await start(t, 'exhaust-1', 'brokenCharge', null);
+    const events = await eventsOnceThere(t, 'exhaust-1', 'brokenCharge.failed');
+    expect(events.map((e) => e.type)).toEqual(['brokenCharge.start', 'brokenCharge.failed']);
+    expect(events[1]!.data).toMatchObject({ name: 'Error', message: 'payment gateway unreachable' });
+
+    // retry.limit 2: the first try and two retries, all under one key.
+    const tries = attemptsOf('exhaust-1');
+    console.log(
+      'GAPS exhaust',
+      tries.map((a) => a.startedAt - tries[0]!.startedAt),
+    );
+    expect(tries.map((a) => a.attempt)).toEqual([1, 2, 3]);
+    expect(new Set(tries.map((a) => a.key))).toEqual(new Set([events[1]!.metadata.idempotencyKey]));
+
+    const job = await settledJob('statehouse.brokenCharge', 'exhaust-1');
+    expect(job).toMatchObject({ state: 'failed', retryCount: 2 });
+    const dead = await waitFor('the dead letter', async () => {
+      const jobs = await deadLetters('brokenCharge', 'exhaust-1');
+      return jobs.length > 0 ? jobs : undefined;
+    });
+    expect(dead).toHaveLength(1);
+    expect(dead[0]).toMatchObject({
+      sourceName: 'statehouse.brokenCharge',
+      sourceId: job.id,
+      data: { key: tries[0]!.key, handler: 'brokenCharge' },
+    });
+    await waitFor(
+      'the machine to apply the outcome',
+      async () => (await outcomesInContext('exhaust-1'))?.length,
+    );
+    expect(await outcomesInContext('exhaust-1')).toEqual([
+      {
+        type: 'brokenCharge.failed',
+        data: expect.objectContaining({ message: 'payment gateway unreachable' }),
+      },
+    ]);
+  });
+
+  it('a handler that throws NonRetryableError fails at once: one attempt, then <handler>.failed', async () => {
+    await start(t, 'declined-1', 'declinedCharge', null);
+    const events = await eventsOnceThere(t, 'declined-1', 'declinedCharge.failed');
+    expect(events.map((e) => e.type)).toEqual(['declinedCharge.start', 'declinedCharge.failed']);
+    expect(events[1]!.data).toMatchObject({ name: 'NonRetryableError', message: 'the card was declined' });
+    // Settled for good with no retry used, although retry.limit is 3: no attempt can follow.
+    const job = await settledJob('statehouse.declinedCharge', 'declined-1');
+    expect(job).toMatchObject({ state: 'failed', retryCount: 0 });
+    expect(attemptsOf('declined-1').map((a) => a.attempt)).toEqual([1]);
+    expect(await deadLetters('declinedCharge', 'declined-1')).toHaveLength(1);
+  });
+
+  it('a hung handler is aborted through ctx.signal at its timeout and retried, and the retry’s result is recorded', async () => {
+    await start(t, 'hung-1', 'stuckCall', null);
+    const events = await eventsOnceThere(t, 'hung-1', 'stuckCall.done');
+    const job = await settledJob('statehouse.stuckCall', 'hung-1');
+    expect(job).toMatchObject({ state: 'completed', retryCount: 1 });
+
+    const tries = attemptsOf('hung-1');
+    console.log(
+      'GAPS hung',
+      tries.map((a) => a.startedAt - tries[0]!.startedAt),
+      tries[0]!.aborted!.at - tries[0]!.startedAt,
+    );
+    expect(tries.map((a) => a.attempt)).toEqual([1, 2]);
+    expect(tries[1]!.key).toBe(tries[0]!.key);
+    const hung = tries[0]!.aborted as NonNullable<AttemptRecord['aborted']>;
+    expect(hung, 'the hung attempt’s signal fired').toBeDefined();
+    expect(hung.reason).toMatchObject({ code: 'HANDLER_TIMEOUT' });
+    // timeoutSeconds: 1. Not before it, and the retry only started after the abort.
+    expect(hung.at - tries[0]!.startedAt).toBeGreaterThanOrEqual(1000);
+    expect(tries[1]!.startedAt).toBeGreaterThanOrEqual(hung.at);
+    expect(tries[1]!.aborted).toBeUndefined();
+
+    expect(events.map((e) => e.type)).toEqual(['stuckCall.start', 'stuckCall.done']);
+    expect(events[1]).toMatchObject({
+      data: { answeredOnTry: 2 },
+      metadata: { idempotencyKey: tries[0]!.key },
+    });
+  });
+
+  it('input that fails the handler’s schema fails the job without running the handler or retrying', async () => {
+    await start(t, 'invalid-1', 'strictCharge', { amountCents: -5 });
+    const events = await eventsOnceThere(t, 'invalid-1', 'strictCharge.failed');
+    expect(events.map((e) => e.type)).toEqual(['strictCharge.start', 'strictCharge.failed']);
+    expect(events[1]!.data?.message).toMatch(/input of handler "strictCharge" is invalid/);
+    expect(events[1]!.data?.message).toContain('amountCents');
+    const job = await settledJob('statehouse.strictCharge', 'invalid-1');
+    expect(job).toMatchObject({ state: 'failed', retryCount: 0 });
+    expect(attemptsOf('invalid-1')).toEqual([]);
+  });
+});
+
+describe('a worker process killed mid-job', () => {
+  let t: TestContext;
+  const engines: JobsEngineProcess[] = [];
+  let maintenance: PgBoss | undefined;
+  beforeAll(async () => {
+    t = await createTestContext();
+    await t.pool.query(STARTS_TABLE_SQL);
+  });
+  afterAll(async () => {
+    await maintenance?.stop({ graceful: false });
+    await Promise.all(engines.map((e) => e.stop()));
+    await t.cleanup();
+  });
+
+  interface Start {
+    key: string;
+    attempt: number;
+    pid: number;
+  }
+  const starts = async () =>
+    (
+      await t.pool.query<Start>(
+        'select key, attempt, pid from public.jobs_starts order by started_at, attempt',
+      )
+    ).rows;
+
+  it('a job whose worker is killed with kill -9 runs again in another process under the same idempotency key, and its outcome is recorded once', async () => {
+    const first = await spawnJobsEngine(t);
+    engines.push(first);
+    await start(t, 'crash-1', 'slowShipment', { parcel: 'p-1' });
+    const [started] = await waitFor('the first start', async () => {
+      const rows = await starts();
+      console.log(
+        'CRASH',
+        (await t.pool.query('select key, attempt, pid, started_at from public.jobs_starts')).rows,
+      );
+      return rows.length > 0 ? rows : undefined;
+    });
+    expect(started).toMatchObject({ attempt: 1, pid: first.pid });
+    await first.kill9();
+
+    const second = await spawnJobsEngine(t);
+    engines.push(second);
+    // pg-boss hands a dead worker's job out again only when its supervisor finds it expired
+    // (timeoutSeconds + 30 s after it started), and the engine's supervisor looks every 60 s.
+    // A second pg-boss on the same schema that looks every second stands in for that wait,
+    // so this test waits for the expiry only.
+    maintenance = new PgBoss({
+      connectionString: t.databaseUrl,
+      schema: t.config.jobs.schema,
+      migrate: false,
+      schedule: false,
+      superviseIntervalSeconds: 1,
+      monitorIntervalSeconds: 1,
+    });
+    maintenance.on('error', () => {});
+    await maintenance.start();
+
+    const events = await eventsOnceThere(t, 'crash-1', 'slowShipment.done', 60_000);
+    const rows = await starts();
+    console.log(
+      'CRASH',
+      (await t.pool.query('select key, attempt, pid, started_at from public.jobs_starts')).rows,
+    );
+    expect(rows).toEqual([
+      { key: started!.key, attempt: 1, pid: first.pid },
+      { key: started!.key, attempt: 2, pid: second.pid },
+    ]);
+    expect(started!.key).toMatch(/^jobs:crash-1:1:/);
+    expect(events.map((e) => e.type)).toEqual(['slowShipment.start', 'slowShipment.done']);
+    expect(events[1]).toMatchObject({
+      data: { parcel: 'p-1', shippedBy: second.pid },
+      metadata: { idempotencyKey: started!.key },
+    });
+  }, 90_000);
+});
