@@ -1,0 +1,68 @@
+// Baseline "pg-boss": the same no-op jobs through pg-boss alone, the way its docs tune a
+// throughput worker: multi-row `insert` to fill the queue, then `work` with `batchSize`
+// jobs per fetch, `localConcurrency` workers, and `burstWhenBatchFull` so a worker that got
+// a full batch fetches again at once instead of waiting for its polling interval.
+import { PgBoss } from 'pg-boss';
+import { INSERT_CHUNK, jobsInput, UNFINISHED_SQL } from '../lib/jobs-input.ts';
+import { defineTask } from '../lib/task.ts';
+
+const QUEUE = 'bench-noop';
+
+export default defineTask({
+  input: jobsInput,
+  async run(input, clock) {
+    const boss = new PgBoss({
+      connectionString: input.databaseUrl,
+      schema: input.bossSchema,
+      max: Math.max(4, input.concurrency + 2),
+      application_name: 'bench-pgboss',
+    });
+    boss.on('error', (error: unknown) => console.error('pg-boss error', error));
+    await boss.start();
+    await boss.createQueue(QUEUE, { retryLimit: 0 });
+    const t = performance.now();
+    for (let from = 0; from < input.jobs; from += INSERT_CHUNK) {
+      const jobs = [];
+      for (let i = from; i < Math.min(input.jobs, from + INSERT_CHUNK); i++) {
+        jobs.push({ data: { entityId: `e-${i % input.entities}`, n: i, key: `bench-${i}` } });
+      }
+      await boss.insert(QUEUE, jobs);
+    }
+    clock.notes.enqueuePerSecond = Math.round(input.jobs / ((performance.now() - t) / 1000));
+
+    let handled = 0;
+    let allHandled: () => void = () => {};
+    const done = new Promise<void>((resolve) => {
+      allHandled = resolve;
+    });
+    await clock.start();
+    await boss.work(
+      QUEUE,
+      {
+        batchSize: input.batchSize,
+        localConcurrency: input.concurrency,
+        pollingIntervalSeconds: 0.5,
+        burstWhenBatchFull: true,
+      },
+      async (jobs) => {
+        handled += jobs.length;
+        clock.progress(jobs.length);
+        if (handled >= input.jobs) allHandled();
+      },
+    );
+    await done;
+    // The last batches are completed after their handler returns.
+    await waitUntilFinished(boss, input.bossSchema);
+    await clock.finish();
+    await boss.stop({ graceful: true, timeout: 5000 });
+  },
+});
+
+async function waitUntilFinished(boss: PgBoss, schema: string): Promise<void> {
+  const db = boss.getDb();
+  for (;;) {
+    const { rows } = (await db.executeSql(UNFINISHED_SQL(schema), [QUEUE])) as { rows: Array<{ n: number }> };
+    if ((rows[0]?.n ?? 0) === 0) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -1,0 +1,84 @@
+// The same no-op jobs through statehouse's JobRunner: the pg-boss queue, worker options
+// and outcome handling the engine uses for every handler. A job counts as done when its
+// outcome event (`benchNoop.done`) is stored for its entity, which is what lets the entity
+// move on, and pg-boss has marked it completed.
+import { z } from 'zod';
+import { createPool, dispatchChannel } from '../../src/db/index.ts';
+import { defineHandler, type Handler, type JobData, JobRunner, queueName } from '../../src/jobs/index.ts';
+import { createLogger } from '../../src/shared/logger.ts';
+import { INSERT_CHUNK, jobsInput, UNFINISHED_SQL } from '../lib/jobs-input.ts';
+import { defineTask } from '../lib/task.ts';
+
+export const SCHEMA = 'statehouse';
+export const MACHINE = 'bench';
+
+const benchNoop = defineHandler({
+  name: 'benchNoop',
+  input: z.object({ n: z.number().int() }),
+  run: async () => null,
+  retry: { limit: 0 },
+});
+
+export default defineTask({
+  input: jobsInput,
+  async run(input, clock) {
+    const pool = createPool({ url: input.databaseUrl, schema: SCHEMA, max: 10 });
+    const runner = new JobRunner({
+      databaseUrl: input.databaseUrl,
+      pool,
+      bossSchema: input.bossSchema,
+      handlers: [benchNoop as unknown as Handler<never, unknown>],
+      concurrency: input.concurrency,
+      batchSize: input.batchSize,
+      pollIntervalSeconds: 0.5,
+      notifyChannel: dispatchChannel(SCHEMA),
+      log: createLogger('warn', { service: 'bench-jobs' }),
+    });
+    await runner.install();
+    // Fill the queue the way the dispatcher does (pg-boss insert, JobData payloads).
+    const queue = queueName(benchNoop.name);
+    const t = performance.now();
+    for (let from = 0; from < input.jobs; from += INSERT_CHUNK) {
+      const jobs: Array<{ data: JobData }> = [];
+      for (let i = from; i < Math.min(input.jobs, from + INSERT_CHUNK); i++) {
+        jobs.push({
+          data: {
+            machine: MACHINE,
+            entityId: `e-${i % input.entities}`,
+            handler: benchNoop.name,
+            kind: 'run',
+            input: { n: i },
+            key: `bench-${i}`,
+            causedBy: { position: i + 1, version: 1, type: 'bench.started' },
+          },
+        });
+      }
+      await runner.boss.insert(queue, jobs);
+    }
+    clock.notes.enqueuePerSecond = Math.round(input.jobs / ((performance.now() - t) / 1000));
+    clock.notes.outcomeTransactionsPerJob = 1;
+
+    await clock.start();
+    await runner.start();
+    // Outcomes stored: each bumps its entity's last_version (1,000 rows to sum, cheap to poll).
+    let stored = 0;
+    while (stored < input.jobs) {
+      await new Promise((r) => setTimeout(r, 20));
+      const { rows } = await pool.query<{ n: number }>(
+        'select coalesce(sum(last_version), 0)::int as n from entities where machine = $1',
+        [MACHINE],
+      );
+      const n = rows[0]?.n ?? 0;
+      if (n > stored) clock.progress(n - stored);
+      stored = n;
+    }
+    for (;;) {
+      const { rows } = await pool.query<{ n: number }>(UNFINISHED_SQL(input.bossSchema), [queue]);
+      if ((rows[0]?.n ?? 0) === 0) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await clock.finish();
+    await runner.stop(1000);
+    await pool.end();
+  },
+});

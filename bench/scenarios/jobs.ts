@@ -1,0 +1,147 @@
+// Scenario "jobs": N no-op jobs, already queued, worked off by statehouse's JobRunner
+// (each job's outcome becomes an event of its entity) vs by pg-boss alone. Both use the
+// same pg-boss, batch size and concurrency; each runs in its own process and database and
+// is timed from starting its workers until every job is done.
+import path from 'node:path';
+import pg from 'pg';
+import { createPool, migrate } from '../../src/db/index.ts';
+import { MACHINE, SCHEMA } from '../consumers/statehouse-jobs.ts';
+import { runWorker, type WorkerRun } from '../lib/harness.ts';
+import type { JobsInput } from '../lib/jobs-input.ts';
+import { waitForQuiet } from '../lib/proc.ts';
+import { median } from '../lib/stats.ts';
+import { figuresOf, type ResultRow, type Scenario, type ScenarioContext } from './types.ts';
+
+const BOSS_SCHEMA = 'pgboss';
+const BATCH_SIZE = 100;
+const CONCURRENCY = 4;
+
+interface Variant {
+  name: string;
+  module: string;
+  prepare?: (url: string) => Promise<void>;
+  /** Jobs that ended done (statehouse: outcome events stored; pg-boss: completed). */
+  count: (client: pg.Client) => Promise<number>;
+}
+
+const STATEHOUSE: Variant = {
+  name: 'statehouse',
+  module: 'consumers/statehouse-jobs.ts',
+  prepare: async (url) => {
+    const pool = createPool({ url, schema: SCHEMA, max: 2 });
+    try {
+      await migrate(pool, SCHEMA);
+    } finally {
+      await pool.end();
+    }
+  },
+  count: async (c) => {
+    const { rows } = await c.query<{ n: number }>(
+      `select count(*)::int as n from ${SCHEMA}.events where machine = $1 and type = 'benchNoop.done'`,
+      [MACHINE],
+    );
+    return rows[0]?.n ?? 0;
+  },
+};
+
+const PGBOSS: Variant = {
+  name: 'pg-boss',
+  module: 'baselines/pgboss-jobs.ts',
+  count: async (c) => {
+    const { rows } = await c.query<{ n: number }>(
+      `select count(*)::int as n from ${BOSS_SCHEMA}.job where name = 'bench-noop' and state = 'completed'`,
+    );
+    return rows[0]?.n ?? 0;
+  },
+};
+
+async function withClient<T>(url: string, work: (c: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+export const jobs: Scenario = {
+  name: 'jobs',
+  description: 'no-op jobs: statehouse JobRunner (outcome → entity event) vs pg-boss alone',
+  defaults: { events: 10_000, entities: 1000 },
+  variants: [
+    {
+      name: 'pg-boss',
+      description: `pg-boss work, batchSize ${BATCH_SIZE}, burstWhenBatchFull`,
+      default: true,
+    },
+  ],
+  async run(ctx: ScenarioContext) {
+    const { services, options, runId, progress } = ctx;
+    const runs = new Map<string, WorkerRun[]>();
+    const enqueue = new Map<string, number>();
+    for (let round = 0; round < options.repeat; round++) {
+      for (const variant of [STATEHOUSE, PGBOSS]) {
+        const database = `${runId}_jobs_${variant.name.replace(/-/g, '_')}_${round}`;
+        await services.createDatabase(database);
+        const url = services.databaseUrl(database);
+        await variant.prepare?.(url);
+        await services.checkpoint();
+        const input: JobsInput = {
+          databaseUrl: url,
+          jobs: options.events,
+          entities: options.entities,
+          batchSize: BATCH_SIZE,
+          concurrency: CONCURRENCY,
+          bossSchema: BOSS_SCHEMA,
+        };
+        await waitForQuiet(options.quietSeconds, progress);
+        progress(`jobs: ${variant.name}${options.repeat > 1 ? ` (round ${round + 1})` : ''}…`);
+        const profile = options.profileDir
+          ? path.join(options.profileDir, `jobs-${variant.name}-${runId}-${round}.cpuprofile`)
+          : undefined;
+        const run = await runWorker({
+          services,
+          databases: [database],
+          spec: { module: variant.module, input, ...(profile ? { profile } : {}) },
+          timeoutMs: Math.max(120_000, options.events * 20),
+        });
+        const done = await withClient(url, variant.count);
+        if (done !== options.events) {
+          throw new Error(`${variant.name} finished ${done} jobs; expected ${options.events}`);
+        }
+        const rate = run.measurement.items / (run.measurement.elapsedMs / 1000);
+        progress(`jobs: ${variant.name}: ${Math.round(rate)} jobs/s`);
+        runs.set(variant.name, [...(runs.get(variant.name) ?? []), run]);
+        enqueue.set(variant.name, Number(run.measurement.notes.enqueuePerSecond ?? Number.NaN));
+        await services.dropDatabase(database);
+      }
+    }
+    const figures = (name: string) => {
+      const list = runs.get(name) ?? [];
+      const rate = (r: WorkerRun) => r.measurement.items / r.measurement.elapsedMs;
+      const m = median(list.map(rate));
+      return figuresOf(name, list.find((r) => rate(r) === m)!);
+    };
+    const row: ResultRow = {
+      scenario: 'jobs',
+      baseline: PGBOSS.name,
+      unit: 'jobs/s',
+      higherIsBetter: true,
+      statehouse: figures(STATEHOUSE.name),
+      baselineFigures: figures(PGBOSS.name),
+    };
+    return {
+      rows: [row],
+      settings: {
+        jobs: options.events,
+        entities: options.entities,
+        batchSize: BATCH_SIZE,
+        concurrency: CONCURRENCY,
+        statehouseEnqueuePerSecond: enqueue.get(STATEHOUSE.name) ?? Number.NaN,
+        pgbossEnqueuePerSecond: enqueue.get(PGBOSS.name) ?? Number.NaN,
+        repeat: options.repeat,
+      },
+    };
+  },
+};
