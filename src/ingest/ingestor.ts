@@ -6,7 +6,7 @@ import type { Logger } from '../shared/logger.ts';
 import { appendEvents, isDuplicateMessageError, type NewEvent } from '../store/index.ts';
 import type { WorkflowRegistry } from '../workflows/index.ts';
 import { BatchReader } from './batches.ts';
-import { parseMessage, type RawMessage } from './envelope.ts';
+import { type ParseResult, parseMessage, type RawMessage } from './envelope.ts';
 import { type QuarantinedMessage, quarantineMessages } from './quarantine.ts';
 import { ensureConsumer } from './stream.ts';
 
@@ -142,12 +142,20 @@ export class Ingestor {
     });
     this.#messages = messages;
     const reader = new BatchReader<JsMsg>(messages);
+    // While one batch's transaction runs, the next is read and parsed: the stores stay
+    // one after another, in stream order, but Node and Postgres work at the same time.
+    let storing: Promise<number> | undefined;
     try {
       while (this.#running && this.#lockClient) {
         const batch = await reader.next(batchSize, flushIntervalMs);
         if (!batch) break;
-        checkpoint = await this.#storeWithRetry(batch, checkpoint);
+        const prepared = this.#prepare(batch);
+        if (storing) checkpoint = await storing;
+        storing = this.#storeWithRetry(prepared, checkpoint);
+        // Observed here so a failure is not reported as unhandled; awaited above or below.
+        storing.catch(() => {});
       }
+      if (storing) checkpoint = await storing;
     } finally {
       messages.stop();
       this.#messages = undefined;
@@ -179,32 +187,46 @@ export class Ingestor {
   }
 
   /** Keeps retrying the same batch while Postgres is away: moving on would break order. */
-  async #storeWithRetry(batch: JsMsg[], checkpoint: number): Promise<number> {
+  /** Parses a batch; which messages are new is decided at store time, against the checkpoint. */
+  #prepare(batch: JsMsg[]): PreparedBatch {
+    const { registry, stream, maxPayloadBytes } = this.#o;
+    const items = batch.map((msg) => {
+      const raw = toRaw(msg, stream);
+      return { seq: raw.seq, raw, parsed: parseMessage(raw, registry, { maxPayloadBytes }) };
+    });
+    return { messages: batch, items };
+  }
+
+  async #storeWithRetry(batch: PreparedBatch, checkpoint: number): Promise<number> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.#store(batch, checkpoint);
       } catch (error) {
-        if (error instanceof LeadershipLost || !this.#lockClient || !isRetryableDatabaseError(error))
+        if (
+          error instanceof LeadershipLost ||
+          !this.#running ||
+          !this.#lockClient ||
+          !isRetryableDatabaseError(error)
+        ) {
           throw error;
+        }
         this.#o.log.warn({ err: error, attempt }, 'storing a batch failed; retrying');
         await sleep(Math.min(5000, 100 * 2 ** attempt), this.#stopping.signal);
       }
     }
   }
 
-  async #store(batch: JsMsg[], checkpoint: number): Promise<number> {
-    const { pool, registry, stream, maxPayloadBytes, notifyChannel, hooks } = this.#o;
+  async #store(batch: PreparedBatch, checkpoint: number): Promise<number> {
+    const { pool, stream, notifyChannel, hooks } = this.#o;
     // Redeliveries of messages already stored are only acked.
-    const fresh = batch.filter((m) => m.seq > checkpoint);
+    const fresh = batch.items.filter((item) => item.seq > checkpoint);
     const events: NewEvent[] = [];
     const quarantined: QuarantinedMessage[] = [];
-    for (const msg of fresh) {
-      const raw = toRaw(msg, stream);
-      const parsed = parseMessage(raw, registry, { maxPayloadBytes });
+    for (const { raw, parsed } of fresh) {
       if (parsed.ok) events.push(parsed.event);
       else quarantined.push({ raw, ...parsed });
     }
-    const last = fresh.reduce((max, m) => Math.max(max, m.seq), checkpoint);
+    const last = fresh.reduce((max, item) => Math.max(max, item.seq), checkpoint);
     if (fresh.length > 0) {
       await withTransaction(
         pool,
@@ -227,10 +249,15 @@ export class Ingestor {
         );
       }
     }
-    await hooks?.afterCommit?.(batch);
-    for (const msg of batch) msg.ack();
+    await hooks?.afterCommit?.(batch.messages);
+    for (const msg of batch.messages) msg.ack();
     return last;
   }
+}
+
+interface PreparedBatch {
+  messages: JsMsg[];
+  items: Array<{ seq: number; raw: RawMessage; parsed: ParseResult }>;
 }
 
 function toRaw(msg: JsMsg, stream: string): RawMessage {
