@@ -11,16 +11,7 @@ describe('statehouse CLI', () => {
   let env: NodeJS.ProcessEnv;
   beforeAll(async () => {
     t = await createTestContext();
-    env = {
-      ...process.env,
-      DATABASE_URL: t.databaseUrl,
-      NATS_URL: t.natsUrl,
-      STATEHOUSE_STREAM: t.config.nats.stream,
-      STATEHOUSE_EMIT_STREAM: t.config.nats.emitStream,
-      STATEHOUSE_CONSUMER: t.config.nats.consumer,
-      STATEHOUSE_SUBJECT_PREFIX: t.config.nats.subjectPrefix,
-      STATEHOUSE_LOG_LEVEL: 'warn',
-    };
+    env = t.processEnv();
   });
   afterAll(() => t.cleanup());
 

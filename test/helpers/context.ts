@@ -33,6 +33,8 @@ export interface TestContext {
   startEngine(
     options?: Partial<Omit<EngineOptions, 'config' | 'databaseUrl' | 'natsUrl'>> & { config?: ConfigInput },
   ): Promise<Engine>;
+  /** The environment that points an engine process (or the CLI) at this file's database, streams and prefix. */
+  processEnv(): NodeJS.ProcessEnv;
   cleanup(): Promise<void>;
 }
 
@@ -83,6 +85,19 @@ export async function createTestContext(overrides: ConfigInput = {}): Promise<Te
       const ack = await js.publish(subject, body, { headers: h });
       return ack.seq;
     },
+    processEnv: () => ({
+      ...process.env,
+      DATABASE_URL: databaseUrl,
+      NATS_URL: natsUrl,
+      STATEHOUSE_STREAM: config.nats.stream,
+      STATEHOUSE_EMIT_STREAM: config.nats.emitStream,
+      STATEHOUSE_CONSUMER: config.nats.consumer,
+      STATEHOUSE_SUBJECT_PREFIX: config.nats.subjectPrefix,
+      STATEHOUSE_DISPATCH_POLL_MS: '200',
+      STATEHOUSE_JOBS_POLL_SECONDS: '0.5',
+      STATEHOUSE_AUTOSTART: 'false',
+      STATEHOUSE_LOG_LEVEL: process.env.STATEHOUSE_TEST_LOG_LEVEL ?? 'warn',
+    }),
     async startEngine(options = {}) {
       const { config: extra, ...rest } = options;
       const engine = await Engine.create({

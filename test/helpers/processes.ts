@@ -14,19 +14,7 @@ export interface EngineProcess {
 /** Starts an engine in a child process with the test file's database, stream and prefix. */
 export async function spawnEngine(t: TestContext, env: Record<string, string> = {}): Promise<EngineProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', ENGINE_PROCESS], {
-    env: {
-      ...process.env,
-      DATABASE_URL: t.databaseUrl,
-      NATS_URL: t.natsUrl,
-      STATEHOUSE_STREAM: t.config.nats.stream,
-      STATEHOUSE_EMIT_STREAM: t.config.nats.emitStream,
-      STATEHOUSE_CONSUMER: t.config.nats.consumer,
-      STATEHOUSE_SUBJECT_PREFIX: t.config.nats.subjectPrefix,
-      STATEHOUSE_DISPATCH_POLL_MS: '200',
-      STATEHOUSE_JOBS_POLL_SECONDS: '0.5',
-      STATEHOUSE_LOG_LEVEL: process.env.STATEHOUSE_TEST_LOG_LEVEL ?? 'warn',
-      ...env,
-    },
+    env: { ...t.processEnv(), ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
