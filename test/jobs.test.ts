@@ -178,6 +178,7 @@ describe('handler jobs', () => {
     const events = await eventsOnceThere(t, 'invalid-1', 'strictCharge.failed');
     expect(events.map((e) => e.type)).toEqual(['strictCharge.start', 'strictCharge.failed']);
     expect(events[1]!.data?.message).toMatch(/input of handler "strictCharge" is invalid/);
+    expect(events[1]!.data?.code).toBe('HANDLER_INPUT_INVALID');
     expect(events[1]!.data?.message).toContain('amountCents');
     const job = await settledJob('statehouse.strictCharge', 'invalid-1');
     expect(job).toMatchObject({ state: 'failed', retryCount: 0 });

@@ -140,7 +140,8 @@ export class Engine {
       await ensureStream(jsm, { stream: config.nats.stream, subjects: engine.registry.subjects });
       const emitted = engine.registry.emittedSubjects;
       if (emitted.length > 0) await ensureStream(jsm, { stream: config.nats.emitStream, subjects: emitted });
-      await engine.jobs.install();
+      // Jobs are inserted by the dispatcher and run by the workers; an ingest-only process needs neither.
+      if (engine.#parts.jobs || engine.#parts.dispatch) await engine.jobs.install();
       return engine;
     } catch (error) {
       await nats?.close().catch(() => {});

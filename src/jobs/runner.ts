@@ -4,7 +4,7 @@ import { PgBoss } from 'pg-boss';
 import { z } from 'zod';
 import type { EffectSink, PlannedJob } from '../actors/index.ts';
 import { withTransaction } from '../db/index.ts';
-import { describeError, NonRetryableError, StatehouseError } from '../errors/index.ts';
+import { describeError, StatehouseError } from '../errors/index.ts';
 import type { Logger } from '../shared/logger.ts';
 import { appendEvents, isDuplicateMessageError } from '../store/index.ts';
 import type { JobEffect } from '../workflows/index.ts';
@@ -223,7 +223,11 @@ export class JobRunner implements EffectSink {
     try {
       const parsed = task.input.safeParse(job.data.input);
       if (!parsed.success) {
-        throw new NonRetryableError(`input of handler "${handler.name}" is invalid: ${parsed.error.message}`);
+        throw new StatehouseError(
+          'HANDLER_INPUT_INVALID',
+          `input of handler "${handler.name}" is invalid: ${parsed.error.message}`,
+          { retryable: false },
+        );
       }
       const timedOut = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
@@ -241,7 +245,8 @@ export class JobRunner implements EffectSink {
       return { id: job.id, status: 'completed', output: { output: output ?? null } };
     } catch (error) {
       const described = describeError(error);
-      const retryable = !(error instanceof NonRetryableError);
+      // NonRetryableError, an invalid input, or any statehouse error marked so: retrying cannot help.
+      const retryable = !(error instanceof StatehouseError && !error.retryable);
       log.warn({ err: error, finalAttempt, retryable }, 'handler failed');
       if (retryable && !finalAttempt) return { id: job.id, status: 'failed', output: described };
       try {
