@@ -1,0 +1,207 @@
+// statehouse's side of the "actors" scenario, in two modes.
+//
+// throughput: the events are already stored (appendEvents, before the clock); an engine
+// with only the dispatch part on, default dispatcher settings, is timed from start until
+// every ledger entity has applied all its events.
+//
+// latency: a full engine (ingest + dispatch) runs while this process publishes ledger
+// entries to NATS at a steady rate; each event's latency is from just before its publish
+// until a poll of the entities table first sees its version applied (committed).
+import { jetstream } from '@nats-io/jetstream';
+import { connect, headers } from '@nats-io/transport-node';
+import pg from 'pg';
+import { z } from 'zod';
+import { loadConfig } from '../../src/config/index.ts';
+import { Engine } from '../../src/engine/index.ts';
+import { ledgerWorkflow } from '../../test/fixtures/ledger-app.ts';
+import { defineTask, type RunClock } from '../lib/task.ts';
+
+export const SCHEMA = 'statehouse';
+export const MACHINE = 'ledger';
+
+export const actorsInput = z.object({
+  databaseUrl: z.string().min(1),
+  natsUrl: z.string().min(1),
+  stream: z.string().min(1),
+  consumer: z.string().min(1),
+  emitStream: z.string().min(1),
+  subjectPrefix: z.string(),
+  /** Events stored (throughput) or to publish (latency), spread round-robin over the entities. */
+  events: z.number().int().positive(),
+  entities: z.number().int().positive(),
+  /** Entities per transaction and loops side by side (statehouse's dispatcher defaults). */
+  batchSize: z.number().int().positive(),
+  concurrency: z.number().int().positive(),
+  mode: z.enum(['throughput', 'latency']),
+  /** latency: events per second to publish. */
+  rate: z.number().positive().optional(),
+  /** latency: events published first at the same rate and left out of the figures. */
+  warmupEvents: z.number().int().nonnegative().default(0),
+  /** latency: how often the entities table is polled for applied versions. */
+  pollMs: z.number().positive().default(5),
+});
+export type ActorsInput = z.infer<typeof actorsInput>;
+
+export const entityId = (i: number, entities: number) => `l-${i % entities}`;
+export const entryBody = (n: number) => JSON.stringify({ type: 'ledger.entry', data: { n } });
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export default defineTask({
+  input: actorsInput,
+  async run(input, clock) {
+    const nats = {
+      stream: input.stream,
+      consumer: input.consumer,
+      subjectPrefix: input.subjectPrefix,
+      emitStream: input.emitStream,
+    };
+    const config = loadConfig({
+      env: {},
+      file: '',
+      overrides: {
+        nats,
+        dispatcher: { batchSize: input.batchSize, concurrency: input.concurrency },
+        log: { level: 'warn' },
+      },
+    });
+    const latency = input.mode === 'latency';
+    const engine = await Engine.create({
+      config,
+      databaseUrl: input.databaseUrl,
+      natsUrl: input.natsUrl,
+      workflows: [ledgerWorkflow({ guardThrows: false })],
+      handlers: [],
+      parts: { ingest: latency, dispatch: true, jobs: false, outbox: false },
+    });
+    clock.notes.dispatchBatchSize = config.dispatcher.batchSize;
+    clock.notes.dispatchConcurrency = config.dispatcher.concurrency;
+    clock.notes.poolSize = config.database.poolSize;
+    // The harness's own connection for watching progress (not the engine's pool).
+    const watch = new pg.Client({ connectionString: input.databaseUrl, application_name: 'bench-watch' });
+    await watch.connect();
+    await watch.query(`set search_path = ${SCHEMA}`);
+    try {
+      if (latency) await measureLatency(input, engine, watch, clock);
+      else await measureThroughput(input, engine, watch, clock);
+    } finally {
+      await engine.stop({ graceMs: 1000 });
+      await watch.end();
+    }
+  },
+});
+
+async function measureThroughput(
+  input: ActorsInput,
+  engine: Engine,
+  watch: pg.Client,
+  clock: RunClock,
+): Promise<void> {
+  // Unapplied events, read through the dispatcher's own partial index: cheap, and cheaper
+  // as the backlog shrinks.
+  const backlogSql = `select coalesce(sum(last_version - applied_version), 0)::int as n from entities
+     where applied_version < last_version and status <> 'failed' and machine = $1`;
+  const backlog = async () => (await watch.query<{ n: number }>(backlogSql, [MACHINE])).rows[0]?.n ?? 0;
+  const total = input.events;
+  if ((await backlog()) !== total) throw new Error(`expected ${total} pending events before the start`);
+  await clock.start();
+  await engine.start();
+  let applied = 0;
+  while (applied < total) {
+    await sleep(20);
+    const n = total - (await backlog());
+    if (n > applied) clock.progress(n - applied);
+    applied = n;
+    // A failed entity leaves the backlog without its events applied: stop rather than wait.
+    const failed = await watch.query(
+      `select 1 from entities where machine = $1 and status = 'failed' limit 1`,
+      [MACHINE],
+    );
+    if (failed.rowCount) throw new Error('an entity failed');
+  }
+  await clock.finish();
+}
+
+async function measureLatency(
+  input: ActorsInput,
+  engine: Engine,
+  watch: pg.Client,
+  clock: RunClock,
+): Promise<void> {
+  const rate = input.rate ?? 1000;
+  const nc = await connect({ servers: input.natsUrl, name: 'bench-publisher' });
+  const js = jetstream(nc);
+  const encoder = new TextEncoder();
+  const total = input.warmupEvents + input.events;
+  /** Per entity: versions published and not yet seen applied, with their publish times. */
+  const outstanding = new Map<string, Array<{ version: number; at: number; measured: boolean }>>();
+  const published = new Map<string, number>();
+  let seen = 0;
+  let publishErrors = 0;
+  const inFlight = new Set<Promise<unknown>>();
+
+  await clock.start();
+  await engine.start();
+  const t0 = performance.now();
+  let publishedMs = 0;
+  const publisher = (async () => {
+    let i = 0;
+    while (i < total) {
+      const due = Math.min(total, Math.floor(((performance.now() - t0) / 1000) * rate) + 1);
+      for (; i < due; i++) {
+        const id = entityId(i, input.entities);
+        const version = (published.get(id) ?? 0) + 1;
+        published.set(id, version);
+        const list = outstanding.get(id) ?? [];
+        list.push({ version, at: performance.now(), measured: i >= input.warmupEvents });
+        outstanding.set(id, list);
+        const h = headers();
+        h.set('Nats-Msg-Id', `${input.consumer}-${i}`);
+        const p = js
+          .publish(`${input.subjectPrefix}ledger.${id}.entry`, encoder.encode(entryBody(i)), { headers: h })
+          .catch(() => {
+            publishErrors++;
+          });
+        inFlight.add(p);
+        p.finally(() => inFlight.delete(p));
+      }
+      await sleep(1);
+    }
+    publishedMs = performance.now() - t0;
+  })();
+
+  const sql = `select entity_id as id, applied_version as v from entities where machine = $1 and entity_id = any($2::text[])`;
+  let publishing = true;
+  publisher.finally(() => {
+    publishing = false;
+  });
+  while (publishing || outstanding.size > 0) {
+    await sleep(input.pollMs);
+    if (outstanding.size === 0) continue;
+    const ids = [...outstanding.keys()];
+    const { rows } = await watch.query<{ id: string; v: number }>(sql, [MACHINE, ids]);
+    const now = performance.now();
+    let done = 0;
+    for (const row of rows) {
+      const list = outstanding.get(row.id);
+      if (!list) continue;
+      while (list.length > 0 && list[0]!.version <= row.v) {
+        const e = list.shift()!;
+        done++;
+        if (e.measured) clock.latency(now - e.at);
+      }
+      if (list.length === 0) outstanding.delete(row.id);
+    }
+    if (done > 0) clock.progress(done);
+    seen += done;
+    if (publishErrors > 0) throw new Error(`${publishErrors} publishes failed`);
+    if (now - t0 > (total / rate) * 1000 + 60_000) throw new Error(`only ${seen} of ${total} applied`);
+  }
+  await Promise.all(inFlight);
+  clock.notes.latencyRate = rate;
+  clock.notes.publishedPerSecond = Math.round(total / (publishedMs / 1000));
+  clock.notes.warmupEvents = input.warmupEvents;
+  clock.notes.pollMs = input.pollMs;
+  await clock.finish();
+  await nc.close();
+}

@@ -1,0 +1,254 @@
+// Scenario "actors": stored events → entity snapshots. N `ledger.entry` events over M ledger
+// entities (test/fixtures/ledger-app.ts: a pure transition whose assign appends the event's
+// `n` to the context, no handlers) are stored first with appendEvents; then statehouse's
+// dispatcher (an engine with only the dispatch part on) and the hand-written batched-update
+// baseline each apply them, in a fresh database of their own, timed until every entity's
+// applied_version equals its event count. Finally a full engine (ingest + dispatch) gets the
+// same kind of events published to NATS at half statehouse's measured rate, and the
+// latency from publish to committed transition is measured.
+import path from 'node:path';
+import pg from 'pg';
+import { createPool, migrate, withTransaction } from '../../src/db/index.ts';
+import { appendEvents, type NewEvent } from '../../src/store/index.ts';
+import { WorkflowRegistry } from '../../src/workflows/index.ts';
+import { ledgerWorkflow } from '../../test/fixtures/ledger-app.ts';
+import { type ActorsInput, entityId, MACHINE, SCHEMA } from '../consumers/statehouse-actors.ts';
+import { runWorker, type WorkerRun } from '../lib/harness.ts';
+import { waitForQuiet } from '../lib/proc.ts';
+import { median, percentiles } from '../lib/stats.ts';
+import { figuresOf, type ResultRow, type Scenario, type ScenarioContext } from './types.ts';
+
+/** statehouse's dispatcher defaults (src/config/schema.ts), used by both sides. */
+const BATCH_SIZE = 50;
+const CONCURRENCY = 2;
+const APPEND_CHUNK = 2000;
+/** The latency run publishes for about this long (plus a warm-up), at most --events events. */
+const LATENCY_SECONDS = 15;
+const WARMUP_SECONDS = 2;
+
+interface Variant {
+  name: string;
+  module: string;
+}
+
+const STATEHOUSE: Variant = { name: 'statehouse', module: 'consumers/statehouse-actors.ts' };
+const BATCHED: Variant = { name: 'batched-update', module: 'baselines/batched-update.ts' };
+
+/** Migrates a fresh database and stores the events, round-robin over the entities. */
+async function prepare(url: string, events: number, entities: number): Promise<void> {
+  const pool = createPool({ url, schema: SCHEMA, max: 2 });
+  try {
+    await migrate(pool, SCHEMA);
+    for (let from = 0; from < events; from += APPEND_CHUNK) {
+      const batch: NewEvent[] = [];
+      for (let i = from; i < Math.min(events, from + APPEND_CHUNK); i++) {
+        batch.push({
+          machine: MACHINE,
+          entityId: entityId(i, entities),
+          type: 'ledger.entry',
+          data: { n: i },
+          messageId: `bench-${i}`,
+          source: 'nats',
+        });
+      }
+      await withTransaction(pool, (c) => appendEvents(c, batch));
+    }
+    await pool.query('vacuum analyze events');
+    await pool.query('vacuum analyze entities');
+  } finally {
+    await pool.end();
+  }
+}
+
+/** Every entity applied all its events, in order, and none failed; throws otherwise. */
+async function verify(url: string, variant: string, events: number, entities: number): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(`set search_path = ${SCHEMA}`);
+    const { rows } = await client.query<{ applied: number; behind: number; failed: number; n: number }>(
+      `select coalesce(sum(applied_version), 0)::int as applied,
+              count(*) filter (where applied_version <> last_version)::int as behind,
+              count(*) filter (where status = 'failed')::int as failed, count(*)::int as n
+       from entities where machine = $1`,
+      [MACHINE],
+    );
+    const r = rows[0]!;
+    if (r.applied !== events || r.behind !== 0 || r.failed !== 0 || r.n !== entities) {
+      throw new Error(
+        `${variant}: ${JSON.stringify(r)}; expected ${events} applied over ${entities} entities`,
+      );
+    }
+    // Spot check: entity l-1 saw 1, 1 + M, 1 + 2M… in order.
+    const probe = Math.min(1, entities - 1);
+    const { rows: snap } = await client.query<{ entries: number[] }>(
+      `select snapshot->'context'->'entries' as entries from entities where machine = $1 and entity_id = $2`,
+      [MACHINE, entityId(probe, entities)],
+    );
+    const expected: number[] = [];
+    for (let i = probe; i < events; i += entities) expected.push(i);
+    if (JSON.stringify(snap[0]?.entries) !== JSON.stringify(expected)) {
+      throw new Error(
+        `${variant}: entity ${entityId(probe, entities)} has ${JSON.stringify(snap[0]?.entries)}`,
+      );
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+const rateOf = (r: WorkerRun) => r.measurement.items / (r.measurement.elapsedMs / 1000);
+
+function medianRun(runs: readonly WorkerRun[]): WorkerRun {
+  if (runs.length === 0) throw new Error('no runs');
+  const m = median(runs.map(rateOf));
+  return runs.find((r) => rateOf(r) === m)!;
+}
+
+export const actors: Scenario = {
+  name: 'actors',
+  description:
+    'stored events → snapshots: statehouse dispatcher vs batched plain-pg updates; latency at half rate',
+  defaults: { events: 50_000, entities: 10_000 },
+  variants: [
+    {
+      name: BATCHED.name,
+      description: `plain pg: ${BATCH_SIZE} entities per transaction, ${CONCURRENCY} loops, SKIP LOCKED claim + one multi-row UPDATE`,
+      default: true,
+    },
+  ],
+  async run(ctx: ScenarioContext) {
+    const { services, options, runId, progress } = ctx;
+    const { events, entities } = options;
+    const prefix = `${runId}.`;
+    const base = {
+      natsUrl: services.natsUrl,
+      subjectPrefix: prefix,
+      emitStream: services.trackStream(`${runId.toUpperCase()}_EMITTED`),
+      entities,
+      batchSize: BATCH_SIZE,
+      concurrency: CONCURRENCY,
+    };
+    // One stream for every run: the dispatch-only engines set it up but nothing is published
+    // to it until the latency run.
+    const stream = `${runId.toUpperCase()}_ACTORS`;
+    await services.createStream(
+      stream,
+      new WorkflowRegistry([ledgerWorkflow()], { subjectPrefix: prefix }).subjects,
+    );
+    const runs = new Map<string, WorkerRun[]>();
+    for (let round = 0; round < options.repeat; round++) {
+      for (const variant of [STATEHOUSE, BATCHED]) {
+        const database = `${runId}_actors_${variant.name.replace(/-/g, '_')}_${round}`;
+        const url = await services.createDatabase(database);
+        progress(`actors: storing ${events} events over ${entities} entities for ${variant.name}…`);
+        await prepare(url, events, entities);
+        await services.checkpoint();
+        const input: ActorsInput = {
+          ...base,
+          databaseUrl: url,
+          stream,
+          consumer: `${runId}-actors-${round}`,
+          events,
+          mode: 'throughput',
+          warmupEvents: 0,
+          pollMs: 5,
+        };
+        await waitForQuiet(options.quietSeconds, progress);
+        progress(`actors: ${variant.name}${options.repeat > 1 ? ` (round ${round + 1})` : ''}…`);
+        const profile = options.profileDir
+          ? path.join(options.profileDir, `actors-${variant.name}-${runId}-${round}.cpuprofile`)
+          : undefined;
+        const run = await runWorker({
+          services,
+          databases: [database],
+          spec: { module: variant.module, input, ...(profile ? { profile } : {}) },
+          timeoutMs: Math.max(120_000, events * 10),
+        });
+        await verify(url, variant.name, events, entities);
+        progress(`actors: ${variant.name}: ${Math.round(rateOf(run))} transitions/s`);
+        runs.set(variant.name, [...(runs.get(variant.name) ?? []), run]);
+        await services.dropDatabase(database);
+      }
+    }
+
+    // Latency at half the measured maximum: a full engine, a paced publisher.
+    const maxRate = median((runs.get(STATEHOUSE.name) ?? []).map(rateOf));
+    const rate = Math.max(1, Math.round(maxRate / 2));
+    const latencyEvents = Math.min(events, Math.max(100, Math.round(rate * LATENCY_SECONDS)));
+    const warmupEvents = Math.round(rate * WARMUP_SECONDS);
+    const database = `${runId}_actors_latency`;
+    const url = await services.createDatabase(database);
+    await services.checkpoint();
+    await waitForQuiet(options.quietSeconds, progress);
+    progress(
+      `actors: latency: publishing ${warmupEvents} + ${latencyEvents} events at ${rate}/s to a full engine…`,
+    );
+    const latencyRun = await runWorker({
+      services,
+      databases: [database],
+      spec: {
+        module: STATEHOUSE.module,
+        input: {
+          ...base,
+          databaseUrl: url,
+          stream,
+          consumer: `${runId}-actors-latency`,
+          events: latencyEvents,
+          mode: 'latency',
+          rate,
+          warmupEvents,
+          pollMs: 5,
+        } satisfies ActorsInput,
+      },
+      timeoutMs: 120_000 + ((warmupEvents + latencyEvents) / rate) * 1000,
+    });
+    const latency = percentiles(latencyRun.measurement.latencyMs);
+    progress(`actors: latency p50 ${latency.p50} ms, p99 ${latency.p99} ms`);
+    await services.dropDatabase(database);
+
+    const sh = figuresOf(STATEHOUSE.name, medianRun(runs.get(STATEHOUSE.name) ?? []));
+    const row: ResultRow = {
+      scenario: 'actors',
+      baseline: BATCHED.name,
+      unit: 'transitions/s',
+      higherIsBetter: true,
+      statehouse: {
+        ...sh,
+        latencyMs: latency,
+        notes: {
+          ...sh.notes,
+          latencyRate: rate,
+          latencyEvents: latencyRun.measurement.latencyMs.length,
+          latencyPublishedPerSecond: Number(latencyRun.measurement.notes.publishedPerSecond ?? Number.NaN),
+        },
+      },
+      baselineFigures: figuresOf(BATCHED.name, medianRun(runs.get(BATCHED.name) ?? [])),
+      target: 0.5,
+    };
+    return {
+      rows: [row],
+      settings: {
+        events,
+        entities,
+        eventsPerEntity: Math.round((events / entities) * 100) / 100,
+        batchSize: BATCH_SIZE,
+        concurrency: CONCURRENCY,
+        repeat: options.repeat,
+        latencyRate: rate,
+        latencyEvents: latencyRun.measurement.latencyMs.length,
+        latencyWarmupEvents: warmupEvents,
+        latencyPublishedPerSecond: Number(latencyRun.measurement.notes.publishedPerSecond ?? Number.NaN),
+        // Events applied per second over the latency run (publish start → last applied):
+        // below latencyRate means the full engine could not keep up with the publisher.
+        latencyAppliedPerSecond: Math.round(rateOf(latencyRun)),
+        latencyP50Ms: latency.p50,
+        latencyP90Ms: latency.p90,
+        latencyP99Ms: latency.p99,
+        latencyMaxMs: latency.max,
+        latencyTargetP99Ms: 100,
+        latencyMeetsTarget: latency.p99 < 100,
+      },
+    };
+  },
+};
