@@ -52,7 +52,7 @@ export function applyEvents(
   const resolved = resolveVersion(registry, entity);
   const { version, workflow } = resolved;
   const machine = workflow?.machine;
-  let result: StepResult = {
+  const result: StepResult = {
     machineVersion: version,
     snapshot: resolved.snapshot,
     state: null,
@@ -78,6 +78,7 @@ export function applyEvents(
     resolved.snapshot === null || resolved.snapshot === undefined
       ? undefined
       : machine.resolveState(resolved.snapshot as never);
+  let applied: AnyMachineSnapshot | undefined;
   for (const event of events) {
     try {
       const planned: PlannedEffect[] = [];
@@ -112,22 +113,19 @@ export function applyEvents(
         );
       }
       snapshot = next;
-      result = {
-        ...result,
-        snapshot: persist(machine, next),
-        state: next.value,
-        status: statusOf(next),
-        appliedVersion: event.version,
-        effects: [...result.effects, ...planned],
-      };
+      applied = next;
+      result.state = next.value;
+      result.status = statusOf(next);
+      result.appliedVersion = event.version;
+      result.effects.push(...planned);
     } catch (error) {
-      return {
-        ...result,
-        status: 'failed',
-        error: { ...describeError(error), eventVersion: event.version, eventType: event.type },
-      };
+      result.status = 'failed';
+      result.error = { ...describeError(error), eventVersion: event.version, eventType: event.type };
+      break;
     }
   }
+  // Persisted once per step, not per event: it is the costliest part of applying one.
+  if (applied) result.snapshot = persist(machine, applied);
   return result;
 }
 
