@@ -94,10 +94,10 @@ export class Dispatcher {
     return withTransaction(pool, async (client) => {
       const { rows: claimed } = await client.query<EntityRow>(CLAIM_SQL, [batchSize, registry.names]);
       if (claimed.length === 0) return 0;
-      const pending = await readPendingEvents(client, claimed);
+      const pending = await readPendingEvents(client, claimed, maxEvents);
       const results: Array<{ entity: EntityRow; result: StepResult }> = [];
       for (const entity of claimed) {
-        const events = (pending.get(entityKey(entity.machine, entity.entityId)) ?? []).slice(0, maxEvents);
+        const events = pending.get(entityKey(entity.machine, entity.entityId)) ?? [];
         const result = applyEvents(registry, entity, events, (effect) => effects.accepts(effect));
         if (result.error) {
           log.warn(

@@ -21,10 +21,11 @@ export interface EntityView {
  * Finds an entity by id. Ids are unique per machine, so when several machines have the
  * same id the caller must say which.
  */
-export async function getEntity(pool: pg.Pool, entityId: string, machine?: string): Promise<EntityView> {
-  const { rows } = await pool.query<
-    Omit<EntityView, 'history' | 'context'> & { snapshot: { context?: unknown } | null }
-  >(
+type EntityRow = Omit<EntityView, 'history' | 'context'> & { snapshot: { context?: unknown } | null };
+
+/** The one entity with this id (of this machine, when given), or a clear error naming what to pass. */
+async function findEntity(pool: pg.Pool, entityId: string, machine?: string): Promise<EntityRow> {
+  const { rows } = await pool.query<EntityRow>(
     `select machine, entity_id as "entityId", machine_version as "machineVersion", status, state, snapshot,
             last_version as version, applied_version as "appliedVersion", error,
             created_at as "createdAt", updated_at as "updatedAt"
@@ -43,7 +44,11 @@ export async function getEntity(pool: pg.Pool, entityId: string, machine?: strin
       `"${entityId}" is an entity of several machines (${rows.map((r) => r.machine).join(', ')}); say which with --machine`,
     );
   }
-  const { snapshot, ...row } = rows[0]!;
+  return rows[0]!;
+}
+
+export async function getEntity(pool: pg.Pool, entityId: string, machine?: string): Promise<EntityView> {
+  const { snapshot, ...row } = await findEntity(pool, entityId, machine);
   const history = await readStream(pool, row.machine, row.entityId);
   return { ...row, context: snapshot?.context ?? null, history };
 }
@@ -58,7 +63,7 @@ export async function resumeEntity(
   options: { machine?: string | undefined; notifyChannel: string },
 ): Promise<string> {
   const { machine, notifyChannel } = options;
-  const entity = await getEntity(pool, entityId, machine);
+  const entity = await findEntity(pool, entityId, machine);
   if (entity.status !== 'failed') {
     throw new StatehouseError(
       'USAGE',

@@ -3,6 +3,7 @@ import { headers as natsHeaders } from '@nats-io/transport-node';
 import pg from 'pg';
 import type { Logger } from '../shared/logger.ts';
 import { PollingLoop } from '../shared/polling-loop.ts';
+import { groupByEntity } from '../store/index.ts';
 
 export interface OutboxRelayOptions {
   pool: pg.Pool;
@@ -96,11 +97,7 @@ export class OutboxRelay {
       .rows[0]!.name;
     const database = this.#database;
     // Entities are independent: publish them side by side, each one's events in order.
-    const byEntity = new Map<string, Row[]>();
-    for (const row of rows) {
-      const key = `${row.machine}\u0000${row.entityId}`;
-      byEntity.set(key, [...(byEntity.get(key) ?? []), row]);
-    }
+    const byEntity = groupByEntity(rows);
     const sent: number[] = [];
     const failed: Array<{ id: number; error: string }> = [];
     await Promise.all(

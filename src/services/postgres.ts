@@ -1,6 +1,7 @@
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
+import { quoteIdent } from '../db/index.ts';
 import { ServiceUnavailableError } from '../errors/index.ts';
 import type { Logger } from '../shared/logger.ts';
 import { portAnswers } from './probe.ts';
@@ -111,7 +112,7 @@ export async function ensureDatabase(url: string, what: string): Promise<void> {
   const client = new pg.Client({ connectionString: admin.toString() });
   try {
     await client.connect();
-    await client.query(`create database "${name.replaceAll('"', '""')}"`);
+    await client.query(`create database ${quoteIdent(name)}`);
   } catch (error) {
     if ((error as { code?: string }).code !== '42P04') throw unavailable(error, what);
   } finally {

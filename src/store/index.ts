@@ -1,5 +1,5 @@
 export { appendEvents, isDuplicateMessageError } from './append.ts';
 export { type LogPage, type LogPosition, readGlobalLog, START_OF_LOG } from './global-log.ts';
-export { entityKey, readPendingEvents, readStream } from './read.ts';
+export { entityKey, groupByEntity, readPendingEvents, readStream } from './read.ts';
 export { type AppendToStreamOptions, appendToStream } from './stream.ts';
 export type { AppendedEvent, AppendResult, EventSource, NewEvent, StoredEvent } from './types.ts';
