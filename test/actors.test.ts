@@ -53,6 +53,17 @@ describe('actors', () => {
     expect(resumed.snapshot?.context.entries).toEqual([0, 1]);
   });
 
+  it('works off a backlog longer than one step takes, in order', async () => {
+    await t.startEngine({ workflows: [...demoWorkflows, ledgerWorkflow({ guardThrows: false })] });
+    // Over the 100 events one step applies per entity.
+    for (let n = 0; n < 250; n++) await entry('long', n);
+    const row = await waitFor('all 250 applied', async () => {
+      const r = await entityRow(t.pool, 'long', 'ledger');
+      return r?.applied_version === 250 ? r : undefined;
+    });
+    expect(row.snapshot?.context.entries).toEqual(Array.from({ length: 250 }, (_, n) => n));
+  });
+
   it('refuses to resume an entity that is not failed', async () => {
     await t.startEngine({ workflows: [...demoWorkflows, ledgerWorkflow({ guardThrows: false })] });
     await entry('c', 0);

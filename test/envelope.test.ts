@@ -3,8 +3,8 @@ import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { applyEvents } from '../src/actors/index.ts';
 import { parseMessage, type RawMessage } from '../src/ingest/index.ts';
-import type { StoredEvent } from '../src/store/index.ts';
 import { defineWorkflow, subjectCovers, WorkflowRegistry } from '../src/workflows/index.ts';
+import { storedEvent } from './helpers/events.ts';
 
 // An account whose `deposited` event changed shape: v1 {cents}, v2 {amount: {value, currency}}.
 const machine = setup({
@@ -113,23 +113,8 @@ describe('parsing a NATS message', () => {
 
 describe('upcasting when events are read', () => {
   it('hands the machine the current shape of an event stored in an old one', () => {
-    const stored = (version: number, schemaVersion: number, data: unknown): StoredEvent => ({
-      position: version,
-      machine: 'account',
-      entityId: 'a-1',
-      version,
-      type: 'deposited',
-      schemaVersion,
-      data,
-      metadata: {},
-      messageId: `m${version}`,
-      source: 'nats',
-      subject: null,
-      natsStream: null,
-      natsSeq: null,
-      publishedAt: null,
-      recordedAt: new Date(0),
-    });
+    const stored = (version: number, schemaVersion: number, data: unknown) =>
+      storedEvent({ machine: 'account', entityId: 'a-1', type: 'deposited', version, schemaVersion, data });
     const result = applyEvents(
       registry,
       { machine: 'account', entityId: 'a-1', machineVersion: null, snapshot: null, appliedVersion: 0 },

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { applyEvents } from '../src/actors/index.ts';
 import { defineWorkflow, emitEvent, WorkflowRegistry } from '../src/workflows/index.ts';
 import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
+import { storedEvent } from './helpers/events.ts';
 import { entityRow, eventTypes, orderPlaced } from './helpers/orders.ts';
 
 /** The shipped order saga, end to end through real NATS, Postgres and pg-boss. */
@@ -137,25 +138,7 @@ describe('emitted events', () => {
     const result = applyEvents(
       new WorkflowRegistry([workflow]),
       { machine: 'pinger', entityId: 'p', machineVersion: null, snapshot: null, appliedVersion: 0 },
-      [
-        {
-          position: 1,
-          machine: 'pinger',
-          entityId: 'p',
-          version: 1,
-          type: 'ping',
-          schemaVersion: 1,
-          data: null,
-          metadata: {},
-          messageId: 'm',
-          source: 'nats',
-          subject: null,
-          natsStream: null,
-          natsSeq: null,
-          publishedAt: null,
-          recordedAt: new Date(0),
-        },
-      ],
+      [storedEvent({ machine: 'pinger', entityId: 'p', type: 'ping' })],
     );
     expect(result.status).toBe('failed');
     expect(result.error?.message).toContain(
