@@ -152,8 +152,9 @@ export class Ingestor {
         const prepared = this.#prepare(batch);
         if (storing) checkpoint = await storing;
         storing = this.#storeWithRetry(prepared, checkpoint);
-        // Observed here so a failure is not reported as unhandled; awaited above or below.
-        storing.catch(() => {});
+        // A failed store ends the read at once, so the loop gets to the failure without
+        // waiting for another message to arrive; awaited above or below.
+        storing.catch(() => messages.stop());
       }
       if (storing) checkpoint = await storing;
     } finally {
