@@ -10,7 +10,6 @@ import { createPool } from '../../src/db/index.ts';
 import { Engine, type EngineOptions } from '../../src/engine/index.ts';
 import type { Handler } from '../../src/jobs/index.ts';
 import { createLogger } from '../../src/shared/logger.ts';
-import { TEMPLATE_DATABASE } from './global-setup.ts';
 
 /**
  * Everything one test file owns: a database cloned from the migrated template, a NATS
@@ -45,7 +44,7 @@ export async function createTestContext(overrides: ConfigInput = {}): Promise<Te
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   try {
-    await admin.query(`create database ${id} template ${TEMPLATE_DATABASE}`);
+    await admin.query(`create database ${id} template ${inject('templateDatabase')}`);
   } finally {
     await admin.end();
   }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { PgBoss } from 'pg-boss';
 import type { TestProject } from 'vitest/node';
@@ -6,7 +7,8 @@ import { createPool, migrate } from '../../src/db/index.ts';
 import { resolveServices, type Services } from '../../src/services/index.ts';
 import { createLogger } from '../../src/shared/logger.ts';
 
-export const TEMPLATE_DATABASE = 'statehouse_test_template';
+/** One per run, so two checkouts can run the suite against the same server at once. */
+const TEMPLATE_DATABASE = `statehouse_test_template_${randomBytes(4).toString('hex')}`;
 
 let services: Services | undefined;
 
@@ -45,7 +47,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
 
   project.provide('adminUrl', adminUrl.toString());
   project.provide('natsUrl', services.nats.url);
+  project.provide('templateDatabase', TEMPLATE_DATABASE);
   return async () => {
+    const drop = new pg.Client({ connectionString: adminUrl.toString() });
+    await drop.connect();
+    await drop.query(`drop database if exists ${TEMPLATE_DATABASE} with (force)`).finally(() => drop.end());
     await services?.stop();
   };
 }
@@ -54,5 +60,6 @@ declare module 'vitest' {
   export interface ProvidedContext {
     adminUrl: string;
     natsUrl: string;
+    templateDatabase: string;
   }
 }
