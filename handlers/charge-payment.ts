@@ -9,7 +9,8 @@ export const chargePaymentInput = z.object({
 
 /**
  * Charges the customer. The demo processor declines the payment method `card_declined`
- * (a business outcome: no retry) and accepts any other.
+ * (a business outcome: no retry) and accepts any other; it refuses to refund
+ * `card_refund_blocked`, which leaves a cancelled order needing attention.
  */
 export const chargePayment = defineHandler({
   name: 'chargePayment',
@@ -20,7 +21,10 @@ export const chargePayment = defineHandler({
     if (paymentMethod === 'card_declined') throw new NonRetryableError('the card was declined');
     return { chargeId: `ch-${ctx.idempotencyKey}`, amountCents };
   },
-  async compensate(_input, result, ctx) {
+  async compensate({ paymentMethod }, result, ctx) {
+    if (paymentMethod === 'card_refund_blocked') {
+      throw new NonRetryableError('the processor refuses refunds to this card; refund by hand, then retry');
+    }
     ctx.log.info({ chargeId: result.chargeId, amountCents: result.amountCents }, 'refunded charge');
   },
 });

@@ -1,7 +1,7 @@
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { chargePayment, reserveStock, shipOrder } from '../handlers/index.ts';
-import { compensate, defineWorkflow, emitEvent, runHandler } from '../src/index.ts';
+import { compensateCompleted, defineWorkflow, emitEvent, runHandler } from '../src/index.ts';
 
 const item = z.object({ sku: z.string().min(1), quantity: z.number().int().positive() });
 
@@ -32,16 +32,15 @@ type OrderEvent =
   | { type: 'chargePayment.done'; data: Charge }
   | { type: 'shipOrder.done'; data: { trackingNumber: string } }
   | { type: 'reserveStock.failed' | 'chargePayment.failed' | 'shipOrder.failed'; data: { message: string } }
-  | { type: 'reserveStock.compensated' | 'chargePayment.compensated'; data: null }
-  | {
-      type: 'reserveStock.compensationFailed' | 'chargePayment.compensationFailed';
-      data: { message: string };
-    };
+  | { type: 'saga.compensated'; data: null }
+  | { type: 'saga.compensationFailed'; data: { handler: string; error: { message: string } } };
 
 /**
- * The order saga: reserve stock → charge payment → ship. When a step fails for good,
- * the steps already done are undone in reverse order; if an undo fails too, the order
- * waits for a person in `needsAttention`.
+ * The order saga: reserve stock → charge payment → ship. Reserving and charging are
+ * compensable steps; when a later step fails for good, `compensateCompleted()` has the
+ * engine undo the completed ones in reverse order (refund, then release). If an undo
+ * fails for good, the order waits for a person in `needsAttention`; once an operator's
+ * retry of that compensation succeeds, the saga finishes and the order is cancelled.
  */
 export const orderMachine = setup({
   types: { context: {} as OrderContext, events: {} as OrderEvent, input: {} as { entityId: string } },
@@ -56,10 +55,11 @@ export const orderMachine = setup({
       },
     },
     reservingStock: {
-      entry: runHandler(reserveStock, ({ context }) => ({
-        orderId: context.orderId,
-        items: context.order!.items,
-      })),
+      entry: runHandler(
+        reserveStock,
+        ({ context }) => ({ orderId: context.orderId, items: context.order!.items }),
+        { compensable: true },
+      ),
       on: {
         'reserveStock.done': {
           target: 'chargingPayment',
@@ -72,15 +72,19 @@ export const orderMachine = setup({
       },
     },
     chargingPayment: {
-      entry: runHandler(chargePayment, ({ context }) => ({
-        orderId: context.orderId,
-        amountCents: context.order!.amountCents,
-        paymentMethod: context.order!.paymentMethod,
-      })),
+      entry: runHandler(
+        chargePayment,
+        ({ context }) => ({
+          orderId: context.orderId,
+          amountCents: context.order!.amountCents,
+          paymentMethod: context.order!.paymentMethod,
+        }),
+        { compensable: true },
+      ),
       on: {
         'chargePayment.done': { target: 'shipping', actions: assign({ charge: ({ event }) => event.data }) },
         'chargePayment.failed': {
-          target: 'compensating.releasingStock',
+          target: 'compensating',
           actions: assign({ failure: ({ event }) => event.data.message }),
         },
       },
@@ -97,40 +101,23 @@ export const orderMachine = setup({
           actions: assign({ trackingNumber: ({ event }) => event.data.trackingNumber }),
         },
         'shipOrder.failed': {
-          target: 'compensating.refundingPayment',
+          target: 'compensating',
           actions: assign({ failure: ({ event }) => event.data.message }),
         },
       },
     },
     compensating: {
       tags: ['compensating'],
-      initial: 'releasingStock',
-      states: {
-        refundingPayment: {
-          entry: compensate(chargePayment, ({ context }) => ({
-            input: {
-              orderId: context.orderId,
-              amountCents: context.order!.amountCents,
-              paymentMethod: context.order!.paymentMethod,
-            },
-            result: context.charge!,
-          })),
-          on: {
-            'chargePayment.compensated': 'releasingStock',
-            'chargePayment.compensationFailed': '#order.needsAttention',
-          },
-        },
-        releasingStock: {
-          entry: compensate(reserveStock, ({ context }) => ({
-            input: { orderId: context.orderId, items: context.order!.items },
-            result: context.reservation!,
-          })),
-          on: {
-            'reserveStock.compensated': '#order.cancelled',
-            'reserveStock.compensationFailed': '#order.needsAttention',
-          },
-        },
+      entry: compensateCompleted(),
+      on: {
+        'saga.compensated': 'cancelled',
+        'saga.compensationFailed': 'needsAttention',
       },
+    },
+    needsAttention: {
+      tags: ['needs-attention'],
+      // An operator retried the failed compensation and the rest of the saga went through.
+      on: { 'saga.compensated': 'cancelled' },
     },
     // The outcome is announced for other services, through the outbox.
     shipped: {
@@ -157,7 +144,6 @@ export const orderMachine = setup({
         data: { reason: context.failure },
       })),
     },
-    needsAttention: { tags: ['needs-attention'] },
   },
 });
 

@@ -13,4 +13,12 @@ export {
 export { defineHandler, type Handler, type HandlerContext, type RetryPolicy } from './jobs/index.ts';
 export { resolveServices, type Services } from './services/index.ts';
 export type { NewEvent, StoredEvent } from './store/index.ts';
-export { compensate, defineWorkflow, emitEvent, runHandler, type Workflow } from './workflows/index.ts';
+export {
+  compensate,
+  compensateCompleted,
+  defineWorkflow,
+  emitEvent,
+  type RunHandlerOptions,
+  runHandler,
+  type Workflow,
+} from './workflows/index.ts';

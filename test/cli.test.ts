@@ -30,6 +30,8 @@ describe('statehouse CLI', () => {
       ['entity'],
       ['entities'],
       ['publish'],
+      ['jobs'],
+      ['jobs', 'retry'],
       ['quarantine'],
     ]) {
       const result = cli(...command, '--help');
@@ -123,6 +125,42 @@ describe('statehouse CLI', () => {
     expect(cli('quarantine', 'drop', second!).stdout).toContain('dropped 1 of 1');
     expect(cli('quarantine', 'list').stdout).toContain('no quarantined messages');
     expect(cli('quarantine', 'redrive').stderr).toContain('name the ids to re-drive, or pass --all');
+  });
+
+  it('shows an order needing attention and its failed compensation, and retries it with a reason kept in the history', async () => {
+    await t.startEngine();
+    await t.publish(
+      t.subject('orders.cli-2.placed'),
+      orderPlaced({ address: 'nowhere', paymentMethod: 'card_refund_blocked' }),
+    );
+    await waitFor('cli-2 to need attention', async () =>
+      cli('entities', '--status', 'needs-attention').stdout.includes('order cli-2  needs-attention'),
+    );
+    const failed = cli('jobs', 'list', '--entity', 'cli-2', '--state', 'failed');
+    expect(failed.status, failed.stderr).toBe(0);
+    const [, id] = /^(\S+)\s.*failed\s+chargePayment \(compensate\)\s+order cli-2/m.exec(failed.stdout) ?? [];
+    expect(id, failed.stdout).toBeDefined();
+    expect(cli('jobs', 'list', '--entity', 'cli-2', '--state', 'dead', '--json').stdout).toContain(
+      '"sourceId"',
+    );
+
+    const retried = cli('jobs', 'retry', id!, '--reason', 'refunded by hand');
+    expect(retried.status, retried.stderr).toBe(0);
+    expect(retried.stdout).toMatch(/retried chargePayment for order cli-2: job \S+ runs in place of/);
+    const entity = await waitFor('the retry to fail again', async () => {
+      const shown = JSON.parse(cli('entity', 'cli-2', '--json').stdout);
+      const types = shown.history.map((e: { type: string }) => e.type);
+      return types.filter((type: string) => type === 'saga.compensationFailed').length === 2
+        ? shown
+        : undefined;
+    });
+    expect(entity.status).toBe('needs-attention');
+    const retry = entity.history.find((e: { type: string }) => e.type === 'statehouse.job.retried');
+    expect(retry).toMatchObject({ source: 'operator', data: { jobId: id, reason: 'refunded by hand' } });
+
+    expect(cli('jobs', 'retry', id!).stderr).toMatch(/was already retried as job \S+ \[JOB_STATE_INVALID\]/);
+    expect(cli('jobs', 'cancel', 'job-7').stderr).toContain('"job-7" is not a job id');
+    expect(cli('jobs', 'list', '--state', 'stuck').stderr).toContain('--state');
   });
 
   it('names the variable when configuration is wrong', () => {

@@ -205,6 +205,21 @@ describe('a worker process killed mid-job', () => {
     attempt: number;
     pid: number;
   }
+  /** A second pg-boss on the schema whose supervisor passes every second. */
+  async function superviseEverySecond(): Promise<void> {
+    if (maintenance) return;
+    maintenance = new PgBoss({
+      connectionString: t.databaseUrl,
+      schema: t.config.jobs.schema,
+      migrate: false,
+      schedule: false,
+      superviseIntervalSeconds: 1,
+      monitorIntervalSeconds: 1,
+    });
+    maintenance.on('error', () => {});
+    await maintenance.start();
+  }
+
   const starts = async () =>
     (
       await t.pool.query<Start>(
@@ -226,20 +241,10 @@ describe('a worker process killed mid-job', () => {
     const second = await spawnJobsEngine(t);
     engines.push(second);
     // pg-boss hands a dead worker's job out again only once a supervisor pass finds it expired
-    // (timeoutSeconds + 30 s after it started), and the engines' pg-boss runs that pass every
-    // 60 s: left alone, the job runs again about a minute after the crash. A second pg-boss on
-    // the same schema that passes every second stands in for that wait, so this test waits
-    // only for the expiry.
-    maintenance = new PgBoss({
-      connectionString: t.databaseUrl,
-      schema: t.config.jobs.schema,
-      migrate: false,
-      schedule: false,
-      superviseIntervalSeconds: 1,
-      monitorIntervalSeconds: 1,
-    });
-    maintenance.on('error', () => {});
-    await maintenance.start();
+    // (timeoutSeconds + 10 s after it started); the engines pass every 10 s
+    // (jobs.superviseIntervalSeconds). A second pg-boss on the same schema that passes every
+    // second takes that wait away, so this test waits only for the expiry.
+    await superviseEverySecond();
 
     const events = await eventsOnceThere(t, 'crash-1', 'slowShipment.done', 60_000);
     const job = await waitFor('the job to complete', async () => {
@@ -260,5 +265,29 @@ describe('a worker process killed mid-job', () => {
       data: { parcel: 'p-1', shippedBy: second.pid },
       metadata: { idempotencyKey: started!.key },
     });
+  }, 90_000);
+
+  it('a job whose worker dies on its last attempt still ends with <handler>.failed, from its dead letter', async () => {
+    // The only worker: the job must start, and die, in this process.
+    await Promise.all(engines.splice(0).map((e) => e.stop()));
+    const worker = await spawnJobsEngine(t);
+    engines.push(worker);
+    await start(t, 'crash-2', 'fragileShipment', { parcel: 'p-2' });
+    await waitFor('the only start', async () =>
+      (await starts()).some((s) => s.key.startsWith('jobs:crash-2:')),
+    );
+    await worker.kill9();
+    engines.push(await spawnJobsEngine(t));
+    await superviseEverySecond();
+
+    // Expired, out of retries, dead-lettered without an outcome: the sweep records one.
+    const events = await eventsOnceThere(t, 'crash-2', 'fragileShipment.failed', 60_000);
+    expect(events.map((e) => e.type)).toEqual(['fragileShipment.start', 'fragileShipment.failed']);
+    expect(events[1]!.data).toMatchObject({ code: 'JOB_LOST' });
+    const dead = await maintenance!.findJobs('statehouse.fragileShipment.dead', {
+      data: { entityId: 'crash-2' },
+    });
+    expect(dead).toHaveLength(1);
+    expect((await starts()).filter((s) => s.key.startsWith('jobs:crash-2:'))).toHaveLength(1);
   }, 90_000);
 });

@@ -55,6 +55,22 @@ describe('order saga', () => {
       'reserveStock.done',
       'chargePayment.failed',
       'reserveStock.compensated',
+      'saga.compensated',
+    ]);
+  });
+
+  it('leaves an order whose refund is refused needing attention, with the stock still reserved', async () => {
+    await t.publish(
+      t.subject('orders.o-5.placed'),
+      orderPlaced({ address: 'nowhere', paymentMethod: 'card_refund_blocked' }),
+    );
+    const row = await finished('o-5');
+    expect(row.status).toBe('needs-attention');
+    expect(row.state).toBe('needsAttention');
+    expect((await eventTypes(t.pool, 'o-5')).slice(3)).toEqual([
+      'shipOrder.failed',
+      'chargePayment.compensationFailed',
+      'saga.compensationFailed',
     ]);
   });
 
@@ -69,6 +85,7 @@ describe('order saga', () => {
       'shipOrder.failed',
       'chargePayment.compensated',
       'reserveStock.compensated',
+      'saga.compensated',
     ]);
   });
 });

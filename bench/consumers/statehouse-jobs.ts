@@ -31,6 +31,8 @@ export default defineTask({
       concurrency: input.concurrency,
       batchSize: input.batchSize,
       pollIntervalSeconds: 0.5,
+      superviseIntervalSeconds: 10,
+      deadLetterSweepSeconds: 5,
       notifyChannel: dispatchChannel(SCHEMA),
       log: createLogger('warn', { service: 'bench-jobs' }),
     });
@@ -56,7 +58,7 @@ export default defineTask({
       await runner.boss.insert(queue, jobs);
     }
     clock.notes.enqueuePerSecond = Math.round(input.jobs / ((performance.now() - t) / 1000));
-    clock.notes.outcomeTransactionsPerJob = 1;
+    clock.notes.outcomeTransactionsPerBatch = 1;
 
     await clock.start();
     await runner.start();

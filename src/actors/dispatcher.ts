@@ -4,13 +4,20 @@ import { type OutboxEntry, writeOutbox } from '../outbox/index.ts';
 import type { Logger } from '../shared/logger.ts';
 import { PollingLoop } from '../shared/polling-loop.ts';
 import { entityKey, readPendingEvents } from '../store/index.ts';
-import type { JobEffect, WorkflowRegistry } from '../workflows/index.ts';
+import type { JobEffect, SagaEffect, WorkflowRegistry } from '../workflows/index.ts';
 import { applyEvents, type EntityRow, type PlannedEffect, type StepResult } from './step.ts';
 import { type TimerChange, writeTimers } from './timers.ts';
 
-export type PlannedJob = PlannedEffect & { effect: JobEffect; machine: string; entityId: string };
+export type PlannedJob = PlannedEffect & {
+  effect: JobEffect | SagaEffect;
+  machine: string;
+  entityId: string;
+};
 
-/** Where the jobs of a step go; implemented by the jobs part, called inside the step's transaction. */
+/**
+ * Where the jobs of a step go, and where a saga's compensation starts; implemented by the
+ * jobs part, called inside the step's transaction.
+ */
 export interface EffectSink {
   accepts(effect: JobEffect): boolean;
   enqueue(client: pg.ClientBase, jobs: readonly PlannedJob[]): Promise<void>;
@@ -47,7 +54,12 @@ for update skip locked`;
 
 const SAVE_SQL = `
 update entities e
-set snapshot = u.snapshot, state = u.state, status = u.status, machine_version = u.machine_version,
+set snapshot = u.snapshot, state = u.state, machine_version = u.machine_version,
+    -- A saga the engine is compensating outranks what the machine's state says.
+    status = case
+      when u.status <> 'failed' and e.saga_state = 'needs-attention' then 'needs-attention'
+      when u.status = 'active' and e.saga_state = 'compensating' then 'compensating'
+      else u.status end,
     applied_version = u.applied_version, error = u.error, updated_at = now(),
     pending_since = case when u.applied_version < e.last_version then now() end
 from unnest($1::text[], $2::text[], $3::jsonb[], $4::jsonb[], $5::text[], $6::int[], $7::int[], $8::jsonb[])

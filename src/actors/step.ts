@@ -109,7 +109,7 @@ export function applyEvents(
       if (unknown) {
         throw new StatehouseError(
           'HANDLER_NOT_FOUND',
-          `machine "${entity.machine}" asked to ${unknown.effect.kind} handler "${unknown.effect.handler}", which this engine does not register${unknown.effect.kind === 'compensate' ? ' with a compensate function' : ''}; add it to the engine's handlers`,
+          `machine "${entity.machine}" asked to ${unknown.effect.kind} handler "${unknown.effect.handler}"${unknown.effect.compensable ? ' as a compensable step' : ''}, which this engine does not register${unknown.effect.kind === 'compensate' || unknown.effect.compensable ? ' with a compensate function' : ''}; add it to the engine's handlers`,
         );
       }
       snapshot = next;

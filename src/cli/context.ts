@@ -26,7 +26,7 @@ export function commandContext(): { config: Config; log: Logger } {
 export async function withDatabase<T>(
   config: Config,
   log: Logger,
-  work: (pool: ReturnType<typeof createPool>) => Promise<T>,
+  work: (pool: ReturnType<typeof createPool>, databaseUrl: string) => Promise<T>,
 ): Promise<T> {
   const postgres = await resolvePostgres({
     url: config.database.url,
@@ -36,7 +36,7 @@ export async function withDatabase<T>(
   });
   const pool = createPool({ url: postgres.url, schema: config.database.schema, max: 2 });
   try {
-    return await work(pool);
+    return await work(pool, postgres.url);
   } catch (error) {
     if ((error as { code?: string }).code === '42P01') {
       throw new StatehouseError(

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { StatehouseError } from '../errors/index.ts';
 import { entitiesCommand, entityCommand, migrateCommand, publishCommand, startCommand } from './commands.ts';
+import { jobsCommand } from './jobs.ts';
 import { quarantineCommand } from './quarantine.ts';
 
 const program = new Command('statehouse')
@@ -43,6 +44,7 @@ program
   .option('--id <messageId>', 'the Nats-Msg-Id used for de-duplication (default: a new UUID)')
   .action(publishCommand);
 
+program.addCommand(jobsCommand());
 program.addCommand(quarantineCommand());
 
 try {

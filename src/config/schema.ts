@@ -58,6 +58,10 @@ export const configSchema = z
         concurrency: count(1, 256).default(4),
         batchSize: count(1, 1000).default(10),
         pollIntervalSeconds: z.coerce.number().min(0.5).max(3600).default(2),
+        /** How often pg-boss expires jobs whose worker died, so they are retried. */
+        superviseIntervalSeconds: count(1, 3600).default(10),
+        /** How often dead letters without a recorded outcome get their `<handler>.failed`. */
+        deadLetterSweepSeconds: count(1, 3600).default(5),
       })
       .prefault({}),
     services: z
@@ -103,6 +107,8 @@ export const environmentVariables: Readonly<Record<string, string>> = {
   STATEHOUSE_JOBS_CONCURRENCY: 'jobs.concurrency',
   STATEHOUSE_JOBS_BATCH_SIZE: 'jobs.batchSize',
   STATEHOUSE_JOBS_POLL_SECONDS: 'jobs.pollIntervalSeconds',
+  STATEHOUSE_JOBS_SUPERVISE_SECONDS: 'jobs.superviseIntervalSeconds',
+  STATEHOUSE_JOBS_DEAD_LETTER_SWEEP_SECONDS: 'jobs.deadLetterSweepSeconds',
   STATEHOUSE_DATA_DIR: 'services.dataDir',
   STATEHOUSE_AUTOSTART: 'services.autoStart',
   STATEHOUSE_LOG_LEVEL: 'log.level',

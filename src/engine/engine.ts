@@ -6,7 +6,7 @@ import type { Config } from '../config/index.ts';
 import { createPool, dispatchChannel, migrate, outboxChannel, timerChannel } from '../db/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import { ensureStream, Ingestor, type IngestorOptions } from '../ingest/index.ts';
-import { type Handler, JobRunner } from '../jobs/index.ts';
+import { type Handler, JobOperations, JobRunner } from '../jobs/index.ts';
 import { OutboxRelay } from '../outbox/index.ts';
 import { createLogger, type Logger } from '../shared/logger.ts';
 import { type Workflow, WorkflowRegistry } from '../workflows/index.ts';
@@ -37,6 +37,8 @@ export class Engine {
   readonly registry: WorkflowRegistry;
   readonly log: Logger;
   readonly jobs: JobRunner;
+  /** Retry, redrive and cancel jobs; available once the engine has started. */
+  readonly operations: JobOperations;
   readonly dispatcher: Dispatcher;
   readonly nats: NatsConnection;
   readonly js: JetStreamClient;
@@ -66,8 +68,17 @@ export class Engine {
       concurrency: config.jobs.concurrency,
       batchSize: config.jobs.batchSize,
       pollIntervalSeconds: config.jobs.pollIntervalSeconds,
+      superviseIntervalSeconds: config.jobs.superviseIntervalSeconds,
+      deadLetterSweepSeconds: config.jobs.deadLetterSweepSeconds,
       notifyChannel,
       log: this.log.child({ part: 'jobs' }),
+    });
+    this.operations = new JobOperations({
+      pool,
+      boss: this.jobs.boss,
+      bossSchema: config.jobs.schema,
+      outcomes: this.jobs.outcomes,
+      notifyChannel,
     });
     this.dispatcher = new Dispatcher({
       pool,

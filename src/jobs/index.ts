@@ -6,4 +6,13 @@ export {
   type HandlerOptions,
   type RetryPolicy,
 } from './handler.ts';
-export { deadLetterQueueName, type JobData, JobRunner, type JobRunnerOptions, queueName } from './runner.ts';
+export {
+  type JobFilter,
+  JobOperations,
+  type JobState,
+  type JobSummary,
+  type OperationResult,
+} from './operations.ts';
+export { type JobOutcome, OutcomeRecorder } from './outcomes.ts';
+export { deadLetterQueueName, type JobData, queueName } from './queues.ts';
+export { JobRunner, type JobRunnerOptions } from './runner.ts';

@@ -6,20 +6,13 @@ import type { EffectSink, PlannedJob } from '../actors/index.ts';
 import { withTransaction } from '../db/index.ts';
 import { describeError, StatehouseError } from '../errors/index.ts';
 import type { Logger } from '../shared/logger.ts';
-import { appendEvents, isDuplicateMessageError } from '../store/index.ts';
+import { isDuplicateMessageError } from '../store/index.ts';
 import type { JobEffect } from '../workflows/index.ts';
+import { sweepDeadLetters } from './dead-letters.ts';
 import type { Handler, HandlerContext } from './handler.ts';
-
-/** What a handler job carries: enough to run the handler and to route its outcome back. */
-export interface JobData {
-  machine: string;
-  entityId: string;
-  handler: string;
-  kind: JobEffect['kind'];
-  input: unknown;
-  key: string;
-  causedBy: { position: number; version: number; type: string };
-}
+import { type JobOutcome, OutcomeRecorder } from './outcomes.ts';
+import { deadLetterQueueName, insertJobs, type JobData, queueName } from './queues.ts';
+import { startCompensation } from './saga.ts';
 
 export interface JobRunnerOptions {
   databaseUrl: string;
@@ -29,15 +22,14 @@ export interface JobRunnerOptions {
   concurrency: number;
   batchSize: number;
   pollIntervalSeconds: number;
+  /** How often pg-boss looks for jobs whose worker died (they expire and are retried). */
+  superviseIntervalSeconds: number;
+  /** How often dead letters whose outcome was never recorded (the worker died on the last attempt) are settled. */
+  deadLetterSweepSeconds: number;
   /** The dispatcher's channel: an outcome is a new event for the entity. */
   notifyChannel: string;
   log: Logger;
 }
-
-export const queueName = (handler: string, kind: JobEffect['kind'] = 'run') =>
-  kind === 'run' ? `statehouse.${handler}` : `statehouse.${handler}.compensate`;
-export const deadLetterQueueName = (handler: string, kind: JobEffect['kind'] = 'run') =>
-  `${queueName(handler, kind)}.dead`;
 
 /** One kind of work a queue does: a handler's run, or its compensation. */
 interface Task {
@@ -46,7 +38,6 @@ interface Task {
   queue: string;
   input: z.ZodType;
   execute: (input: never, ctx: HandlerContext) => Promise<unknown>;
-  outcomes: { done: string; failed: string };
 }
 
 const compensationInput = z.object({ input: z.unknown(), result: z.unknown() });
@@ -59,7 +50,6 @@ function tasksOf(handler: Handler<never, unknown>): Task[] {
       queue: queueName(handler.name),
       input: handler.input,
       execute: handler.run,
-      outcomes: { done: `${handler.name}.done`, failed: `${handler.name}.failed` },
     },
   ];
   const undo = handler.compensate;
@@ -74,14 +64,24 @@ function tasksOf(handler: Handler<never, unknown>): Task[] {
         await undo(step.input, step.result, ctx);
         return null;
       }) as Task['execute'],
-      outcomes: { done: `${handler.name}.compensated`, failed: `${handler.name}.compensationFailed` },
     });
   }
   return tasks;
 }
 
 /** pg-boss marks a job expired this long after our own timeout should have stopped it. */
-const EXPIRY_MARGIN_SECONDS = 30;
+const EXPIRY_MARGIN_SECONDS = 10;
+
+/** How a job's run ended, before it is recorded. */
+type Settled =
+  | { job: JobWithMetadata<JobData>; ok: true; output: unknown }
+  | {
+      job: JobWithMetadata<JobData>;
+      ok: false;
+      error: Record<string, unknown>;
+      final: boolean;
+      retryable: boolean;
+    };
 
 /**
  * Runs handlers as pg-boss jobs and turns each job's outcome into the entity's next
@@ -92,7 +92,9 @@ export class JobRunner implements EffectSink {
   readonly #options: JobRunnerOptions;
   readonly #tasks: Map<string, Task>;
   readonly #boss: PgBoss;
+  readonly #outcomes: OutcomeRecorder;
   readonly #shutdown = new AbortController();
+  #sweep: NodeJS.Timeout | undefined;
   #started = false;
 
   constructor(options: JobRunnerOptions) {
@@ -104,7 +106,9 @@ export class JobRunner implements EffectSink {
       useListenNotify: true,
       max: Math.max(4, options.concurrency + 2),
       application_name: 'statehouse-jobs',
+      superviseIntervalSeconds: options.superviseIntervalSeconds,
     });
+    this.#outcomes = new OutcomeRecorder(this.#boss, options.notifyChannel);
     this.#boss.on('error', (error: unknown) => options.log.error({ err: error }, 'pg-boss error'));
   }
 
@@ -112,7 +116,13 @@ export class JobRunner implements EffectSink {
     return this.#boss;
   }
 
+  /** Records job outcomes as events; also what the operations use. */
+  get outcomes(): OutcomeRecorder {
+    return this.#outcomes;
+  }
+
   accepts(effect: JobEffect): boolean {
+    if (effect.compensable && !this.#tasks.has(queueName(effect.handler, 'compensate'))) return false;
     return this.#tasks.has(queueName(effect.handler, effect.kind));
   }
 
@@ -121,7 +131,7 @@ export class JobRunner implements EffectSink {
     if (this.#started) return;
     await this.#boss.start();
     this.#started = true;
-    for (const { handler, queue } of this.#tasks.values()) {
+    for (const { handler, queue, kind } of this.#tasks.values()) {
       const policy = {
         retryLimit: handler.retry.limit,
         retryDelay: handler.retry.delaySeconds,
@@ -131,10 +141,10 @@ export class JobRunner implements EffectSink {
           ? { retryDelayMax: handler.retry.maxDelaySeconds }
           : {}),
         expireInSeconds: handler.timeoutSeconds + EXPIRY_MARGIN_SECONDS,
-        deadLetter: `${queue}.dead`,
+        deadLetter: deadLetterQueueName(handler.name, kind),
         notify: true,
       };
-      await this.#ensureQueue(`${queue}.dead`, { notify: true });
+      await this.#ensureQueue(deadLetterQueueName(handler.name, kind), { notify: true });
       await this.#ensureQueue(queue, policy);
     }
   }
@@ -156,14 +166,37 @@ export class JobRunner implements EffectSink {
           notifyPollingIntervalSeconds: pollIntervalSeconds,
           burstWhenBatchFull: batchSize > 1,
         } as const,
-        (jobs: JobWithMetadata<JobData>[]) => Promise.all(jobs.map((job) => this.#runJob(task, job))),
+        (jobs: JobWithMetadata<JobData>[]) => this.#runBatch(task, jobs),
       );
     }
+    this.#scheduleSweep();
+  }
+
+  #scheduleSweep(): void {
+    const { deadLetterSweepSeconds, log } = this.#options;
+    const queues = [...this.#tasks.values()].map((task) => deadLetterQueueName(task.handler.name, task.kind));
+    const tick = async () => {
+      try {
+        const settled = await sweepDeadLetters(
+          this.#options.pool,
+          this.#options.bossSchema,
+          queues,
+          this.#outcomes,
+        );
+        if (settled > 0)
+          log.warn({ settled }, 'recorded the failure of jobs whose worker died on their last attempt');
+      } catch (error) {
+        log.error({ err: error }, 'dead-letter sweep failed; it runs again');
+      }
+      if (this.#started) this.#sweep = setTimeout(tick, deadLetterSweepSeconds * 1000).unref();
+    };
+    this.#sweep = setTimeout(tick, 0).unref();
   }
 
   /** Stops taking jobs, aborts running handlers' signals after `graceMs`, and waits for them. */
   async stop(graceMs = 10_000): Promise<void> {
     if (!this.#started) return;
+    clearTimeout(this.#sweep);
     const abort = setTimeout(
       () => this.#shutdown.abort(new StatehouseError('SHUTTING_DOWN', 'engine is stopping')),
       graceMs,
@@ -177,8 +210,13 @@ export class JobRunner implements EffectSink {
   }
 
   async enqueue(client: pg.ClientBase, effects: readonly PlannedJob[]): Promise<void> {
-    const byQueue = new Map<string, Array<{ data: JobData }>>();
+    const byQueue = new Map<string, JobData[]>();
     for (const { effect, key, causedBy, machine, entityId } of effects) {
+      const cause = { position: causedBy.position, version: causedBy.version, type: causedBy.type };
+      if (effect.kind === 'compensate-completed') {
+        await startCompensation(client, { machine, entityId }, cause, this.#outcomes.saga);
+        continue;
+      }
       const data: JobData = {
         machine,
         entityId,
@@ -186,15 +224,15 @@ export class JobRunner implements EffectSink {
         kind: effect.kind,
         input: effect.input,
         key,
-        causedBy: { position: causedBy.position, version: causedBy.version, type: causedBy.type },
+        causedBy: cause,
+        ...(effect.compensable ? { compensable: true } : {}),
       };
       const queue = queueName(effect.handler, effect.kind);
       const list = byQueue.get(queue) ?? [];
-      list.push({ data });
+      list.push(data);
       byQueue.set(queue, list);
     }
-    const db = { executeSql: (text: string, values?: unknown[]) => client.query(text, values) };
-    for (const [queue, jobs] of byQueue) await this.#boss.insert(queue, jobs, { db });
+    for (const [queue, jobs] of byQueue) await insertJobs(this.#boss, client, queue, jobs);
   }
 
   async #ensureQueue(name: string, options: Parameters<PgBoss['createQueue']>[1]): Promise<void> {
@@ -203,11 +241,45 @@ export class JobRunner implements EffectSink {
     else await this.#boss.createQueue(name, options);
   }
 
-  async #runJob(task: Task, job: JobWithMetadata<JobData>): Promise<JobResult> {
+  /**
+   * Runs a batch of jobs side by side, then records all their outcomes in one transaction:
+   * one commit per batch, not per job.
+   */
+  async #runBatch(task: Task, jobs: JobWithMetadata<JobData>[]): Promise<JobResult[]> {
+    const settled = await Promise.all(jobs.map((job) => this.#run(task, job)));
+    const outcomes: JobOutcome[] = [];
+    for (const s of settled) {
+      if (s.ok) outcomes.push({ jobId: s.job.id, data: s.job.data, ok: true, payload: s.output ?? null });
+      else if (!s.retryable || s.final)
+        outcomes.push({ jobId: s.job.id, data: s.job.data, ok: false, payload: s.error });
+    }
+    let recorded = true;
+    try {
+      await withTransaction(this.#options.pool, (client) => this.#outcomes.record(client, outcomes), {
+        alsoRetry: isDuplicateMessageError,
+      });
+    } catch (error) {
+      // The jobs go back to pg-boss as failed and run again under the same key; a job on its
+      // last attempt lands in the dead-letter queue, whose sweep records the failure.
+      this.#options.log.error({ err: error, jobs: jobs.length }, 'could not record job outcomes');
+      recorded = false;
+    }
+    return settled.map((s): JobResult => {
+      if (s.ok && recorded)
+        return { id: s.job.id, status: 'completed', output: { output: s.output ?? null } };
+      if (s.ok)
+        return { id: s.job.id, status: 'failed', output: { message: 'the outcome could not be recorded' } };
+      // NonRetryableError and the like skip the remaining attempts.
+      if (!s.retryable && recorded) return { id: s.job.id, status: 'deadletter', output: s.error };
+      return { id: s.job.id, status: 'failed', output: s.error };
+    });
+  }
+
+  async #run(task: Task, job: JobWithMetadata<JobData>): Promise<Settled> {
     const { handler } = task;
     const { key, machine, entityId } = job.data;
     const attempt = job.retryCount + 1;
-    const finalAttempt = job.retryCount >= job.retryLimit;
+    const final = job.retryCount >= job.retryLimit;
     const log = this.#options.log.child({
       handler: handler.name,
       kind: task.kind,
@@ -241,48 +313,14 @@ export class JobRunner implements EffectSink {
         }, handler.timeoutSeconds * 1000);
       });
       const output = await Promise.race([task.execute(parsed.data as never, ctx), timedOut]);
-      await this.#recordOutcome(job.data, task.outcomes.done, output ?? null);
-      return { id: job.id, status: 'completed', output: { output: output ?? null } };
+      return { job, ok: true, output };
     } catch (error) {
-      const described = describeError(error);
       // NonRetryableError, an invalid input, or any statehouse error marked so: retrying cannot help.
       const retryable = !(error instanceof StatehouseError && !error.retryable);
-      log.warn({ err: error, finalAttempt, retryable }, 'handler failed');
-      if (retryable && !finalAttempt) return { id: job.id, status: 'failed', output: described };
-      try {
-        await this.#recordOutcome(job.data, task.outcomes.failed, described);
-      } catch (recordError) {
-        log.error({ err: recordError }, 'could not record the failure; the job will be retried');
-        return { id: job.id, status: 'failed', output: described };
-      }
-      return { id: job.id, status: retryable ? 'failed' : 'deadletter', output: described };
+      log.warn({ err: error, finalAttempt: final, retryable }, 'handler failed');
+      return { job, ok: false, error: describeError(error), final, retryable };
     } finally {
       clearTimeout(timer);
     }
-  }
-
-  /** The first outcome of a job wins: both outcomes share one message id, so a second is a duplicate. */
-  async #recordOutcome(data: JobData, type: string, payload: unknown): Promise<void> {
-    const { pool, notifyChannel } = this.#options;
-    await withTransaction(
-      pool,
-      (client) =>
-        appendEvents(
-          client,
-          [
-            {
-              machine: data.machine,
-              entityId: data.entityId,
-              type,
-              data: payload,
-              metadata: { idempotencyKey: data.key, causationPosition: data.causedBy.position },
-              messageId: `outcome:${data.key}`,
-              source: 'handler',
-            },
-          ],
-          { notifyChannel },
-        ),
-      { alsoRetry: isDuplicateMessageError },
-    );
   }
 }

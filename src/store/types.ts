@@ -1,4 +1,4 @@
-export type EventSource = 'nats' | 'handler' | 'timer' | 'operator';
+export type EventSource = 'nats' | 'handler' | 'timer' | 'operator' | 'engine';
 
 /** An event about to be appended; the store gives it its version and position. */
 export interface NewEvent {

@@ -6,13 +6,29 @@ import type { z } from 'zod';
  * run its compensation (`input` is then `{ input, result }` of the step to undo), or
  * publish an event to NATS through the outbox.
  */
-export type JobEffect = { kind: 'run' | 'compensate'; handler: string; input: unknown };
+export type JobEffect = {
+  kind: 'run' | 'compensate';
+  handler: string;
+  input: unknown;
+  /** A run the saga undoes with the handler's `compensate` if the entity later compensates. */
+  compensable?: boolean;
+};
+/** Undo every completed compensable step of the entity, newest first (`compensateCompleted()`). */
+export type SagaEffect = { kind: 'compensate-completed' };
 export type EmitEffect = { kind: 'emit'; subject: string; type: string; data: unknown };
 /** A delayed event (`after`, or `raise` with a delay) kept as a durable timer; `cancel-timer` drops it. */
 export type TimerEffect =
   | { kind: 'timer'; id: string; event: { type: string; data?: unknown }; delayMs: number }
   | { kind: 'cancel-timer'; id: string };
-export type Effect = JobEffect | EmitEffect | TimerEffect;
+export type Effect = JobEffect | SagaEffect | EmitEffect | TimerEffect;
+
+export interface RunHandlerOptions {
+  /**
+   * Makes the run a saga step: once it completes, `compensateCompleted()` undoes it with
+   * the handler's `compensate`. The handler must define one.
+   */
+  compensable?: boolean;
+}
 
 /** What `emitEvent` publishes: `{ type, data }` as the body, to `subject` (the configured prefix is added). */
 export interface EmittedEvent {
@@ -51,8 +67,32 @@ export function runHandler<
 >(
   handler: HandlerRef<TInput>,
   input: (args: ActionArgs<TContext, TExpressionEvent, TEvent>) => NoInfer<TInput>,
+  options: RunHandlerOptions = {},
 ): ActionFunction<TContext, TExpressionEvent, TEvent, TParams, never, never, never, never, never> {
-  return effectAction((args) => ({ kind: 'run', handler: handler.name, input: input(args) }));
+  const compensable = options.compensable === true;
+  return effectAction((args) => ({
+    kind: 'run',
+    handler: handler.name,
+    input: input(args),
+    ...(compensable ? { compensable } : {}),
+  }));
+}
+
+/**
+ * An action that undoes the entity's completed compensable steps (runs started with
+ * `runHandler(..., { compensable: true })`), newest first, one at a time, each
+ * compensation a job with its handler's retries. When all are undone the machine gets
+ * `saga.compensated`; when one fails for good it gets `saga.compensationFailed` (with the
+ * handler and the error) and the entity shows `needs-attention` until an operator retries
+ * the failed compensation (`statehouse jobs retry <id>`), after which the saga goes on.
+ */
+export function compensateCompleted<
+  TContext extends MachineContext,
+  TExpressionEvent extends EventObject,
+  TParams extends ParameterizedObject['params'] | undefined,
+  TEvent extends EventObject,
+>(): ActionFunction<TContext, TExpressionEvent, TEvent, TParams, never, never, never, never, never> {
+  return effectAction(() => ({ kind: 'compensate-completed' }));
 }
 
 /**

@@ -1,5 +1,6 @@
 export {
   compensate,
+  compensateCompleted,
   type Effect,
   type EmitEffect,
   type EmittedEvent,
@@ -7,7 +8,9 @@ export {
   emitEvent,
   type HandlerRef,
   type JobEffect,
+  type RunHandlerOptions,
   runHandler,
+  type SagaEffect,
   type TimerEffect,
 } from './effects.ts';
 export { type EventDefinition, type EventSpec, normalizeEventSpec, type Upcaster, upcast } from './events.ts';

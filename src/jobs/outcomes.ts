@@ -1,0 +1,81 @@
+import type pg from 'pg';
+import type { PgBoss } from 'pg-boss';
+import type { EventSource } from '../store/index.ts';
+import { appendEvents } from '../store/index.ts';
+import { insertJobs, type JobData, outcomeMessageId, outcomeType, queueName } from './queues.ts';
+import { onCompensationOutcome, recordSagaStep, type SagaDeps } from './saga.ts';
+
+/** How one job ended, about to become its entity's next event. */
+export interface JobOutcome {
+  jobId: string;
+  data: JobData;
+  ok: boolean;
+  /** The handler's output when ok, else the described error. */
+  payload: unknown;
+  /** `operator` when a person ended the job (cancel). */
+  source?: Extract<EventSource, 'handler' | 'operator'>;
+}
+
+/**
+ * Turns job outcomes into events, many in one statement, and moves sagas on. Callers own
+ * the transaction: the runner records a whole batch of jobs in one, an operation records
+ * its own change and the outcome together.
+ */
+export class OutcomeRecorder {
+  readonly #notifyChannel: string;
+  readonly #saga: SagaDeps;
+
+  constructor(boss: PgBoss, notifyChannel: string) {
+    this.#notifyChannel = notifyChannel;
+    this.#saga = {
+      notifyChannel,
+      enqueueCompensation: async (client, data) => {
+        await insertJobs(boss, client, queueName(data.handler, 'compensate'), [data]);
+      },
+    };
+  }
+
+  get saga(): SagaDeps {
+    return this.#saga;
+  }
+
+  /** Records the outcomes; one already recorded (the same job id) is skipped, with its saga follow-up. */
+  async record(client: pg.ClientBase, outcomes: readonly JobOutcome[]): Promise<void> {
+    if (outcomes.length === 0) return;
+    const { appended } = await appendEvents(
+      client,
+      outcomes.map(({ jobId, data, ok, payload, source }) => ({
+        machine: data.machine,
+        entityId: data.entityId,
+        type: outcomeType(data, ok ? 'done' : 'failed'),
+        data: payload ?? null,
+        metadata: { idempotencyKey: data.key, jobId, causationPosition: data.causedBy.position },
+        messageId: outcomeMessageId(jobId),
+        source: source ?? 'handler',
+      })),
+      { notifyChannel: this.#notifyChannel },
+    );
+    const fresh = new Map(appended.map((event) => [event.messageId, event]));
+    for (const outcome of outcomes) {
+      const event = fresh.get(outcomeMessageId(outcome.jobId));
+      if (!event) continue;
+      const { data } = outcome;
+      if (data.kind === 'run' && data.compensable && outcome.ok) {
+        await recordSagaStep(client, data, outcome.payload);
+      } else if (data.kind === 'compensate' && data.saga) {
+        const cause = {
+          position: event.position,
+          version: event.version,
+          type: outcomeType(data, outcome.ok ? 'done' : 'failed'),
+        };
+        await onCompensationOutcome(
+          client,
+          { ...data, saga: data.saga },
+          outcome.ok ? { ok: true } : { ok: false, error: outcome.payload, jobId: outcome.jobId },
+          cause,
+          this.#saga,
+        );
+      }
+    }
+  }
+}

@@ -1,0 +1,59 @@
+import { randomUUID } from 'node:crypto';
+import type pg from 'pg';
+import type { PgBoss } from 'pg-boss';
+import type { JobEffect } from '../workflows/index.ts';
+
+/** What a handler job carries: enough to run the handler and to route its outcome back. */
+export interface JobData {
+  machine: string;
+  entityId: string;
+  handler: string;
+  kind: JobEffect['kind'];
+  input: unknown;
+  /** The idempotency key: the same for every attempt, retry and redrive of this piece of work. */
+  key: string;
+  causedBy: { position: number; version: number; type: string };
+  /** A run that becomes a saga step once it completes. */
+  compensable?: boolean;
+  /** A compensation the engine runs for a saga step (the step's run key). */
+  saga?: { stepKey: string };
+}
+
+export const QUEUE_PREFIX = 'statehouse.';
+
+export const queueName = (handler: string, kind: JobEffect['kind'] = 'run') =>
+  kind === 'run' ? `${QUEUE_PREFIX}${handler}` : `${QUEUE_PREFIX}${handler}.compensate`;
+export const deadLetterQueueName = (handler: string, kind: JobEffect['kind'] = 'run') =>
+  `${queueName(handler, kind)}.dead`;
+export const isDeadLetterQueue = (queue: string) => queue.endsWith('.dead');
+
+/** The events a job's outcome becomes, by kind. */
+export function outcomeType(data: Pick<JobData, 'handler' | 'kind'>, outcome: 'done' | 'failed'): string {
+  if (data.kind === 'run') return `${data.handler}.${outcome}`;
+  return `${data.handler}.${outcome === 'done' ? 'compensated' : 'compensationFailed'}`;
+}
+
+/**
+ * The event id of a job's outcome. Per job, not per idempotency key: the attempts of one
+ * job (retries, a rerun after its worker died) share it, so the first outcome wins; a
+ * job an operator retries or redrives is a new job whose outcome counts again.
+ */
+export const outcomeMessageId = (jobId: string) => `outcome:${jobId}`;
+
+/** Inserts jobs through `client`, so they commit or roll back with the caller's transaction. */
+export async function insertJobs(
+  boss: PgBoss,
+  client: pg.ClientBase,
+  queue: string,
+  jobs: readonly JobData[],
+): Promise<string[]> {
+  if (jobs.length === 0) return [];
+  const rows = jobs.map((data) => ({ id: randomUUID(), data }));
+  await boss.insert(queue, rows, { db: dbOf(client) });
+  return rows.map((row) => row.id);
+}
+
+/** pg-boss's connection option for running its statements on our transaction's client. */
+export const dbOf = (client: pg.ClientBase) => ({
+  executeSql: (text: string, values?: unknown[]) => client.query(text, values),
+});

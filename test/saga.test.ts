@@ -1,0 +1,174 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Engine } from '../src/engine/index.ts';
+import { listEntities } from '../src/entities/index.ts';
+import type { Handler } from '../src/jobs/index.ts';
+import { controls, handlers, invoiceRuns, undone, workflows } from './fixtures/saga-app.ts';
+import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
+import { entityRow, eventTypes } from './helpers/orders.ts';
+
+/** Engine-driven compensation (`compensateCompleted()`) and the job operations, on real servers. */
+describe('saga compensation and job operations', () => {
+  let t: TestContext;
+  let engine: Engine;
+  beforeAll(async () => {
+    t = await createTestContext();
+    engine = await t.startEngine({
+      workflows,
+      handlers: handlers as unknown as Handler<never, unknown>[],
+    });
+  });
+  afterAll(() => t.cleanup());
+
+  const request = (tripId: string, type = 'trip.requested') =>
+    t.publish(t.subject(`trips.${tripId}.${type.split('.')[0]}`), { type, data: null });
+  const trip = (tripId: string) => entityRow(t.pool, tripId, 'trip');
+  const history = (tripId: string) => eventTypes(t.pool, tripId, 'trip');
+  const reaches = (tripId: string, state: string, timeoutMs = 20_000) =>
+    waitFor(
+      `trip ${tripId} to reach ${state}`,
+      async () => {
+        const row = await trip(tripId);
+        return row?.state === state ? row : undefined;
+      },
+      timeoutMs,
+    );
+
+  it('undoes the completed steps in reverse order, each once, when a later step fails for good', async () => {
+    controls.paymentFails.add('t-1');
+    await request('t-1');
+    const row = await reaches('t-1', 'cancelled');
+    expect(row.status).toBe('done');
+    expect(undone.filter((u) => u.endsWith(':t-1'))).toEqual([
+      'bookCar:t-1',
+      'bookHotel:t-1',
+      'bookFlight:t-1',
+    ]);
+    expect(await history('t-1')).toEqual([
+      'trip.requested',
+      'bookFlight.done',
+      'bookHotel.done',
+      'bookCar.done',
+      'payTrip.failed',
+      'bookCar.compensated',
+      'bookHotel.compensated',
+      'bookFlight.compensated',
+      'saga.compensated',
+    ]);
+  });
+
+  it('a compensation that fails for good leaves the entity needs-attention; an operator retry finishes the saga', async () => {
+    controls.paymentFails.add('t-2');
+    controls.hotelRefundBlocked.add('t-2');
+    await request('t-2');
+    await reaches('t-2', 'stuck');
+    // The machine's state has no tag for it: the engine marks the entity itself.
+    const stuck = await waitFor('t-2 to need attention', async () => {
+      const row = await trip('t-2');
+      return row?.status === 'needs-attention' ? row : undefined;
+    });
+    expect(stuck.state).toBe('stuck');
+    expect((await listEntities(t.pool, { status: 'needs-attention' })).map((e) => e.entityId)).toContain(
+      't-2',
+    );
+    // Stopped at the failed undo: the flight, booked before the hotel, is not undone yet.
+    expect(undone.filter((u) => u.endsWith(':t-2'))).toEqual(['bookCar:t-2']);
+    const types = await history('t-2');
+    expect(types.slice(-3)).toEqual([
+      'bookCar.compensated',
+      'bookHotel.compensationFailed',
+      'saga.compensationFailed',
+    ]);
+
+    const [failed] = await engine.operations.list({ entityId: 't-2', state: 'failed' });
+    expect(failed).toMatchObject({ handler: 'bookHotel', kind: 'compensate', deadLetter: false });
+    const [deadLetter] = await engine.operations.list({
+      entityId: 't-2',
+      handler: 'bookHotel',
+      state: 'dead',
+    });
+    expect(deadLetter?.sourceId).toBe(failed!.id);
+
+    controls.hotelRefundBlocked.delete('t-2');
+    const retried = await engine.operations.retry(failed!.id, { reason: 'cancelled the hotel by phone' });
+    expect(retried.newJobId).toBeDefined();
+    const done = await reaches('t-2', 'cancelled');
+    expect(done.status).toBe('done');
+    expect(undone.filter((u) => u.endsWith(':t-2'))).toEqual([
+      'bookCar:t-2',
+      'bookHotel:t-2',
+      'bookFlight:t-2',
+    ]);
+    expect((await history('t-2')).slice(types.length)).toEqual([
+      'statehouse.job.retried',
+      'bookHotel.compensated',
+      'bookFlight.compensated',
+      'saga.compensated',
+    ]);
+    // The retry took the job's dead letter with it: nothing is left to redrive twice.
+    expect(await engine.operations.list({ entityId: 't-2', handler: 'bookHotel', state: 'dead' })).toEqual(
+      [],
+    );
+    const { rows } = await t.pool.query<{ data: Record<string, unknown> }>(
+      "select data from events where entity_id = 't-2' and type = 'statehouse.job.retried'",
+    );
+    expect(rows[0]?.data).toMatchObject({
+      jobId: failed!.id,
+      newJobId: retried.newJobId,
+      handler: 'bookHotel',
+      reason: 'cancelled the hotel by phone',
+    });
+  });
+
+  it('redrives a dead letter: the job runs again under its idempotency key and its outcome reaches the entity', async () => {
+    controls.invoiceBlocked.add('t-3');
+    await request('t-3', 'invoice.requested');
+    await waitFor('the invoice to fail for good', async () =>
+      (await history('t-3')).includes('sendInvoice.failed'),
+    );
+    const [deadLetter] = await waitFor('its dead letter', async () => {
+      const list = await engine.operations.list({ entityId: 't-3', state: 'dead' });
+      return list.length > 0 ? list : undefined;
+    });
+    await expect(engine.operations.retry(deadLetter!.id)).rejects.toThrow(/dead letter; redrive it/);
+
+    controls.invoiceBlocked.delete('t-3');
+    const redriven = await engine.operations.redrive(deadLetter!.id);
+    await waitFor('the redriven invoice to be sent', async () =>
+      (await history('t-3')).includes('sendInvoice.done'),
+    );
+    expect(await history('t-3')).toEqual([
+      'invoice.requested',
+      'sendInvoice.failed',
+      'statehouse.job.redriven',
+      'sendInvoice.done',
+    ]);
+    const [rerun] = await engine.operations.list({ entityId: 't-3', state: 'completed' });
+    expect(rerun?.id).toBe(redriven.newJobId);
+    expect(rerun?.key).toBe(deadLetter!.key);
+    await expect(engine.operations.redrive(deadLetter!.id)).rejects.toThrow(/no statehouse job has id/);
+    // Nor can the failed original be retried now that its dead letter ran again.
+    await expect(engine.operations.retry(deadLetter!.sourceId!)).rejects.toThrow(/already retried as job/);
+  });
+
+  it('cancels a job waiting to retry: it never runs again and the entity gets <handler>.failed', async () => {
+    await request('t-4', 'slow.requested');
+    const [pending] = await waitFor('the job to wait for its retry', async () => {
+      const list = await engine.operations.list({ entityId: 't-4', state: 'pending' });
+      return list.some((j) => j.state === 'retry') ? list : undefined;
+    });
+    await engine.operations.cancel(pending!.id, { reason: 'customer withdrew' });
+    const types = await waitFor('the cancellation to reach the machine', async () => {
+      const list = await history('t-4');
+      return list.includes('slowRetry.failed') ? list : undefined;
+    });
+    expect(types).toEqual(['slow.requested', 'statehouse.job.cancelled', 'slowRetry.failed']);
+    const { rows } = await t.pool.query<{ data: { code: string; message: string }; source: string }>(
+      "select data, source from events where entity_id = 't-4' and type = 'slowRetry.failed'",
+    );
+    expect(rows[0]).toMatchObject({ source: 'operator', data: { code: 'JOB_CANCELLED' } });
+    expect(rows[0]!.data.message).toMatch(/customer withdrew/);
+    expect((await engine.operations.get(pending!.id)).state).toBe('cancelled');
+    expect(invoiceRuns.filter((id) => id === 't-4')).toHaveLength(1);
+    await expect(engine.operations.cancel(pending!.id)).rejects.toThrow(/only a job that has not started/);
+  });
+});
