@@ -1,9 +1,10 @@
 // Baseline "pg-boss": the same no-op jobs through pg-boss alone, the way its docs tune a
 // throughput worker: multi-row `insert` to fill the queue, then `work` with `batchSize`
 // jobs per fetch, `localConcurrency` workers, and `burstWhenBatchFull` so a worker that got
-// a full batch fetches again at once instead of waiting for its polling interval.
+// a full batch fetches again at once instead of waiting for its polling interval; LISTEN/NOTIFY
+// on, as statehouse has it. In latency mode, jobs are sent one by one at a fixed rate.
 import { PgBoss } from 'pg-boss';
-import { INSERT_CHUNK, jobsInput, UNFINISHED_SQL } from '../lib/jobs-input.ts';
+import { INSERT_CHUNK, jobsInput, paced, UNFINISHED_SQL } from '../lib/jobs-input.ts';
 import { defineTask } from '../lib/task.ts';
 
 const QUEUE = 'bench-noop';
@@ -16,10 +17,39 @@ export default defineTask({
       schema: input.bossSchema,
       max: Math.max(4, input.concurrency + 2),
       application_name: 'bench-pgboss',
+      useListenNotify: true,
     });
     boss.on('error', (error: unknown) => console.error('pg-boss error', error));
     await boss.start();
-    await boss.createQueue(QUEUE, { retryLimit: 0 });
+    await boss.createQueue(QUEUE, { retryLimit: 0, notify: true });
+    const workOptions = {
+      batchSize: input.batchSize,
+      localConcurrency: input.concurrency,
+      pollingIntervalSeconds: 0.5,
+      burstWhenBatchFull: true,
+    } as const;
+    if (input.mode === 'latency') {
+      let started = 0;
+      let allStarted: () => void = () => {};
+      const all = new Promise<void>((resolve) => {
+        allStarted = resolve;
+      });
+      await boss.work<{ sentAt: number }>(QUEUE, workOptions, async (jobs) => {
+        for (const job of jobs) {
+          clock.latency(Date.now() - job.data.sentAt);
+          clock.progress(1);
+          if (++started === input.jobs) allStarted();
+        }
+      });
+      await clock.start();
+      await paced(input.jobs, input.rate, async (i, sentAt) => {
+        await boss.send(QUEUE, { entityId: `e-${i % input.entities}`, n: i, key: `bench-${i}`, sentAt });
+      });
+      await all;
+      await clock.finish();
+      await boss.stop({ graceful: true, timeout: 5000 });
+      return;
+    }
     const t = performance.now();
     for (let from = 0; from < input.jobs; from += INSERT_CHUNK) {
       const jobs = [];
@@ -36,20 +66,11 @@ export default defineTask({
       allHandled = resolve;
     });
     await clock.start();
-    await boss.work(
-      QUEUE,
-      {
-        batchSize: input.batchSize,
-        localConcurrency: input.concurrency,
-        pollingIntervalSeconds: 0.5,
-        burstWhenBatchFull: true,
-      },
-      async (jobs) => {
-        handled += jobs.length;
-        clock.progress(jobs.length);
-        if (handled >= input.jobs) allHandled();
-      },
-    );
+    await boss.work(QUEUE, workOptions, async (jobs) => {
+      handled += jobs.length;
+      clock.progress(jobs.length);
+      if (handled >= input.jobs) allHandled();
+    });
     await done;
     // The last batches are completed after their handler returns.
     await waitUntilFinished(boss, input.bossSchema);

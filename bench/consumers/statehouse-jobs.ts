@@ -5,17 +5,24 @@
 import { z } from 'zod';
 import { createPool, dispatchChannel } from '../../src/db/index.ts';
 import { defineHandler, type Handler, type JobData, JobRunner, queueName } from '../../src/jobs/index.ts';
+import { insertJobs } from '../../src/jobs/queues.ts';
 import { createLogger } from '../../src/shared/logger.ts';
-import { INSERT_CHUNK, jobsInput, UNFINISHED_SQL } from '../lib/jobs-input.ts';
+import { INSERT_CHUNK, jobsInput, paced, UNFINISHED_SQL } from '../lib/jobs-input.ts';
 import { defineTask } from '../lib/task.ts';
 
 export const SCHEMA = 'statehouse';
 export const MACHINE = 'bench';
 
+/** Latency samples go here: the handler sees when its job was enqueued. */
+let onStart: ((sentAt: number) => void) | undefined;
+
 const benchNoop = defineHandler({
   name: 'benchNoop',
-  input: z.object({ n: z.number().int() }),
-  run: async () => null,
+  input: z.object({ n: z.number().int(), sentAt: z.number().optional() }),
+  run: async ({ sentAt }) => {
+    if (sentAt !== undefined) onStart?.(sentAt);
+    return null;
+  },
   retry: { limit: 0 },
 });
 
@@ -37,24 +44,49 @@ export default defineTask({
       log: createLogger('warn', { service: 'bench-jobs' }),
     });
     await runner.install();
-    // Fill the queue the way the dispatcher does (pg-boss insert, JobData payloads).
     const queue = queueName(benchNoop.name);
+    const job = (i: number, sentAt?: number): JobData => ({
+      machine: MACHINE,
+      entityId: `e-${i % input.entities}`,
+      handler: benchNoop.name,
+      kind: 'run',
+      input: sentAt === undefined ? { n: i } : { n: i, sentAt },
+      key: `bench-${i}`,
+      causedBy: { position: i + 1, version: 1, type: 'bench.started' },
+    });
+    if (input.mode === 'latency') {
+      await runner.start();
+      let started = 0;
+      const all = new Promise<void>((resolve) => {
+        onStart = (sentAt) => {
+          clock.latency(Date.now() - sentAt);
+          clock.progress(1);
+          if (++started === input.jobs) resolve();
+        };
+      });
+      await clock.start();
+      // One job per transaction, as a dispatcher step enqueues it.
+      await paced(input.jobs, input.rate, async (i, sentAt) => {
+        const client = await pool.connect();
+        try {
+          await client.query('begin');
+          await insertJobs(runner.boss, client, queue, [job(i, sentAt)]);
+          await client.query('commit');
+        } finally {
+          client.release();
+        }
+      });
+      await all;
+      await clock.finish();
+      await runner.stop(1000);
+      await pool.end();
+      return;
+    }
+    // Fill the queue the way the dispatcher does (pg-boss insert, JobData payloads).
     const t = performance.now();
     for (let from = 0; from < input.jobs; from += INSERT_CHUNK) {
       const jobs: Array<{ data: JobData }> = [];
-      for (let i = from; i < Math.min(input.jobs, from + INSERT_CHUNK); i++) {
-        jobs.push({
-          data: {
-            machine: MACHINE,
-            entityId: `e-${i % input.entities}`,
-            handler: benchNoop.name,
-            kind: 'run',
-            input: { n: i },
-            key: `bench-${i}`,
-            causedBy: { position: i + 1, version: 1, type: 'bench.started' },
-          },
-        });
-      }
+      for (let i = from; i < Math.min(input.jobs, from + INSERT_CHUNK); i++) jobs.push({ data: job(i) });
       await runner.boss.insert(queue, jobs);
     }
     clock.notes.enqueuePerSecond = Math.round(input.jobs / ((performance.now() - t) / 1000));

@@ -10,6 +10,13 @@ export const jobsInput = z.object({
   /** Workers per queue (pg-boss `localConcurrency`). */
   concurrency: z.number().int().positive(),
   bossSchema: z.string().min(1),
+  /**
+   * `throughput`: the queue is filled first, then worked off as fast as possible.
+   * `latency`: workers idle first, then `jobs` are enqueued one per transaction at `rate`/s
+   * and each handler reports the time from its enqueue to its start.
+   */
+  mode: z.enum(['throughput', 'latency']).default('throughput'),
+  rate: z.number().positive().default(100),
 });
 export type JobsInput = z.infer<typeof jobsInput>;
 
@@ -19,3 +26,14 @@ export const INSERT_CHUNK = 1000;
 /** Counts the jobs of `queue` that pg-boss has not finished yet. */
 export const UNFINISHED_SQL = (schema: string) =>
   `select count(*)::int as n from ${schema}.job where name = $1 and state in ('created', 'retry', 'active')`;
+
+/** Enqueues `count` jobs at `rate`/s, each by `send(i, sentAt)`, on a fixed schedule (no drift). */
+export async function paced(count: number, rate: number, send: (i: number, sentAt: number) => Promise<void>) {
+  const t0 = performance.now();
+  for (let i = 0; i < count; i++) {
+    const due = t0 + (i * 1000) / rate;
+    const wait = due - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    await send(i, Date.now());
+  }
+}

@@ -9,12 +9,16 @@ import { MACHINE, SCHEMA } from '../consumers/statehouse-jobs.ts';
 import { runWorker, type WorkerRun } from '../lib/harness.ts';
 import type { JobsInput } from '../lib/jobs-input.ts';
 import { waitForQuiet } from '../lib/proc.ts';
-import { median } from '../lib/stats.ts';
+import { median, percentiles } from '../lib/stats.ts';
 import { figuresOf, type ResultRow, type Scenario, type ScenarioContext } from './types.ts';
 
 const BOSS_SCHEMA = 'pgboss';
 const BATCH_SIZE = 100;
 const CONCURRENCY = 4;
+/** The start-delay run: jobs enqueued one per transaction at this pace, to idle workers. */
+const LATENCY_RATE = 200;
+const LATENCY_JOBS = 2000;
+const LATENCY_TARGET_P99_MS = 50;
 
 interface Variant {
   name: string;
@@ -94,6 +98,8 @@ export const jobs: Scenario = {
           batchSize: BATCH_SIZE,
           concurrency: CONCURRENCY,
           bossSchema: BOSS_SCHEMA,
+          mode: 'throughput',
+          rate: LATENCY_RATE,
         };
         await waitForQuiet(options.quietSeconds, progress);
         progress(`jobs: ${variant.name}${options.repeat > 1 ? ` (round ${round + 1})` : ''}…`);
@@ -117,6 +123,53 @@ export const jobs: Scenario = {
         await services.dropDatabase(database);
       }
     }
+    // Start delay: idle workers, jobs arriving one by one (LISTEN/NOTIFY wakes the workers).
+    const latencyRuns = new Map<string, WorkerRun>();
+    for (const variant of [STATEHOUSE, PGBOSS]) {
+      const database = `${runId}_jobs_latency_${variant.name.replace(/-/g, '_')}`;
+      await services.createDatabase(database);
+      const url = services.databaseUrl(database);
+      await variant.prepare?.(url);
+      await services.checkpoint();
+      await waitForQuiet(options.quietSeconds, progress);
+      progress(`jobs: ${variant.name}: start delay, ${LATENCY_JOBS} jobs at ${LATENCY_RATE}/s…`);
+      const run = await runWorker({
+        services,
+        databases: [database],
+        spec: {
+          module: variant.module,
+          input: {
+            databaseUrl: url,
+            jobs: LATENCY_JOBS,
+            entities: options.entities,
+            batchSize: BATCH_SIZE,
+            concurrency: CONCURRENCY,
+            bossSchema: BOSS_SCHEMA,
+            mode: 'latency',
+            rate: LATENCY_RATE,
+          } satisfies JobsInput,
+        },
+        timeoutMs: 120_000,
+      });
+      const delay = percentiles(run.measurement.latencyMs);
+      progress(`jobs: ${variant.name}: start delay p50 ${delay.p50} ms, p99 ${delay.p99} ms`);
+      latencyRuns.set(variant.name, run);
+      await services.dropDatabase(database);
+    }
+    const delayFigures = (name: string) => {
+      const run = latencyRuns.get(name)!;
+      return figuresOf(name, run, percentiles(run.measurement.latencyMs).p99);
+    };
+    const shDelay = percentiles(latencyRuns.get(STATEHOUSE.name)!.measurement.latencyMs);
+    const delayRow: ResultRow = {
+      scenario: 'jobs',
+      baseline: PGBOSS.name,
+      unit: 'ms start delay p99',
+      higherIsBetter: false,
+      statehouse: delayFigures(STATEHOUSE.name),
+      baselineFigures: delayFigures(PGBOSS.name),
+    };
+
     const figures = (name: string) => {
       const list = runs.get(name) ?? [];
       const rate = (r: WorkerRun) => r.measurement.items / r.measurement.elapsedMs;
@@ -130,9 +183,10 @@ export const jobs: Scenario = {
       higherIsBetter: true,
       statehouse: figures(STATEHOUSE.name),
       baselineFigures: figures(PGBOSS.name),
+      target: 0.7,
     };
     return {
-      rows: [row],
+      rows: [row, delayRow],
       settings: {
         jobs: options.events,
         entities: options.entities,
@@ -141,6 +195,12 @@ export const jobs: Scenario = {
         statehouseEnqueuePerSecond: enqueue.get(STATEHOUSE.name) ?? Number.NaN,
         pgbossEnqueuePerSecond: enqueue.get(PGBOSS.name) ?? Number.NaN,
         repeat: options.repeat,
+        latencyRate: LATENCY_RATE,
+        latencyJobs: LATENCY_JOBS,
+        startDelayP50Ms: shDelay.p50,
+        startDelayP99Ms: shDelay.p99,
+        startDelayTargetP99Ms: LATENCY_TARGET_P99_MS,
+        startDelayMeetsTarget: shDelay.p99 < LATENCY_TARGET_P99_MS,
       },
     };
   },

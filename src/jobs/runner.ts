@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { JobResult, JobWithMetadata } from 'pg-boss';
+import type { Job, JobResult } from 'pg-boss';
 import { PgBoss } from 'pg-boss';
 import { z } from 'zod';
 import type { EffectSink, PlannedJob } from '../actors/index.ts';
@@ -11,7 +11,7 @@ import type { JobEffect } from '../workflows/index.ts';
 import { sweepDeadLetters } from './dead-letters.ts';
 import type { Handler, HandlerContext } from './handler.ts';
 import { type JobOutcome, OutcomeRecorder } from './outcomes.ts';
-import { deadLetterQueueName, insertJobs, type JobData, queueName } from './queues.ts';
+import { dbOf, deadLetterQueueName, insertJobs, type JobData, queueName } from './queues.ts';
 import { startCompensation } from './saga.ts';
 
 export interface JobRunnerOptions {
@@ -74,9 +74,9 @@ const EXPIRY_MARGIN_SECONDS = 10;
 
 /** How a job's run ended, before it is recorded. */
 type Settled =
-  | { job: JobWithMetadata<JobData>; ok: true; output: unknown }
+  | { job: Job<JobData>; ok: true; output: unknown }
   | {
-      job: JobWithMetadata<JobData>;
+      job: Job<JobData>;
       ok: false;
       error: Record<string, unknown>;
       final: boolean;
@@ -159,14 +159,13 @@ export class JobRunner implements EffectSink {
         {
           batchSize,
           localConcurrency: concurrency,
-          includeMetadata: true,
           perJobResults: true,
           pollingIntervalSeconds: pollIntervalSeconds,
           // NOTIFY announces new jobs only; a retry comes due silently, so keep the configured pace.
           notifyPollingIntervalSeconds: pollIntervalSeconds,
           burstWhenBatchFull: batchSize > 1,
         } as const,
-        (jobs: JobWithMetadata<JobData>[]) => this.#runBatch(task, jobs),
+        (jobs: Job<JobData>[]) => this.#runBatch(task, jobs),
       );
     }
     this.#scheduleSweep();
@@ -245,7 +244,7 @@ export class JobRunner implements EffectSink {
    * Runs a batch of jobs side by side, then records all their outcomes in one transaction:
    * one commit per batch, not per job.
    */
-  async #runBatch(task: Task, jobs: JobWithMetadata<JobData>[]): Promise<JobResult[]> {
+  async #runBatch(task: Task, jobs: Job<JobData>[]): Promise<JobResult[]> {
     const settled = await Promise.all(jobs.map((job) => this.#run(task, job)));
     const outcomes: JobOutcome[] = [];
     for (const s of settled) {
@@ -255,9 +254,18 @@ export class JobRunner implements EffectSink {
     }
     let recorded = true;
     try {
-      await withTransaction(this.#options.pool, (client) => this.#outcomes.record(client, outcomes), {
-        alsoRetry: isDuplicateMessageError,
-      });
+      const completed = settled.filter((s) => s.ok).map((s) => s.job);
+      await withTransaction(
+        this.#options.pool,
+        async (client) => {
+          await this.#outcomes.record(client, outcomes);
+          // Settled in the same commit as their outcomes (fenced to this attempt); pg-boss's own
+          // settling after the handler returns then finds nothing left to do.
+          if (completed.length > 0)
+            await this.#boss.complete(task.queue, completed, null, { db: dbOf(client) });
+        },
+        { alsoRetry: isDuplicateMessageError },
+      );
     } catch (error) {
       // The jobs go back to pg-boss as failed and run again under the same key; a job on its
       // last attempt lands in the dead-letter queue, whose sweep records the failure.
@@ -275,22 +283,37 @@ export class JobRunner implements EffectSink {
     });
   }
 
-  async #run(task: Task, job: JobWithMetadata<JobData>): Promise<Settled> {
+  async #run(task: Task, job: Job<JobData>): Promise<Settled> {
     const { handler } = task;
     const { key, machine, entityId } = job.data;
     const attempt = job.retryCount + 1;
-    const final = job.retryCount >= job.retryLimit;
-    const log = this.#options.log.child({
-      handler: handler.name,
-      kind: task.kind,
-      machine,
-      entityId,
-      key,
-      attempt,
-    });
+    // The queue's policy is the handler's (install() keeps it so); operators' reruns use it too.
+    const final = job.retryCount >= handler.retry.limit;
+    // A child logger per job costs more than a no-op handler; made only when used.
+    let log: Logger | undefined;
+    const logger = () => {
+      log ??= this.#options.log.child({
+        handler: handler.name,
+        kind: task.kind,
+        machine,
+        entityId,
+        key,
+        attempt,
+      });
+      return log;
+    };
     const timeout = new AbortController();
     const signal = AbortSignal.any([job.signal, timeout.signal, this.#shutdown.signal]);
-    const ctx: HandlerContext = { idempotencyKey: key, attempt, machine, entityId, log, signal };
+    const ctx: HandlerContext = {
+      idempotencyKey: key,
+      attempt,
+      machine,
+      entityId,
+      get log() {
+        return logger();
+      },
+      signal,
+    };
     let timer: NodeJS.Timeout | undefined;
     try {
       const parsed = task.input.safeParse(job.data.input);
@@ -317,7 +340,7 @@ export class JobRunner implements EffectSink {
     } catch (error) {
       // NonRetryableError, an invalid input, or any statehouse error marked so: retrying cannot help.
       const retryable = !(error instanceof StatehouseError && !error.retryable);
-      log.warn({ err: error, finalAttempt: final, retryable }, 'handler failed');
+      logger().warn({ err: error, finalAttempt: final, retryable }, 'handler failed');
       return { job, ok: false, error: describeError(error), final, retryable };
     } finally {
       clearTimeout(timer);
