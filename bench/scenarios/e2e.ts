@@ -1,0 +1,183 @@
+// Scenario "e2e": the shipped order saga (reserve → charge → ship, then an emitted event)
+// under published load, timed from the first publish until every order is in its final
+// state; then the same at half that rate for publish → final-state latency. Baseline
+// "naive": consume, INSERT + commit per message, run the handlers inline, store the final
+// state, publish the outcome, ack (bench/baselines/naive-e2e.ts).
+
+import type { E2eInput } from '../lib/e2e-input.ts';
+import { runWorker, type WorkerRun } from '../lib/harness.ts';
+import { waitForQuiet } from '../lib/proc.ts';
+import { median, percentiles } from '../lib/stats.ts';
+import { type Figures, figuresOf, type ResultRow, type Scenario, type ScenarioContext } from './types.ts';
+
+export const E2E_STATEHOUSE = 'consumers/statehouse-e2e.ts';
+const NAIVE = 'baselines/naive-e2e.ts';
+/** The latency run lasts about this long. */
+const LATENCY_SECONDS = 10;
+
+/** One measured e2e run in a fresh database, with a stream, consumer and prefix of its own. */
+export async function runE2e(
+  ctx: ScenarioContext,
+  spec: {
+    scenario: string;
+    label: string;
+    module: string;
+    processes: number;
+    mode: E2eInput['mode'];
+    orders: number;
+    rate?: number;
+  },
+): Promise<WorkerRun> {
+  const { services, runId, options, progress } = ctx;
+  const tag = `${spec.label.replace(/[^a-z0-9]+/g, '_')}_${Math.random().toString(36).slice(2, 8)}`;
+  const database = `${runId}_${tag}`;
+  const url = await services.createDatabase(database);
+  const stream = services.trackStream(`${runId}_${tag}`.toUpperCase());
+  const emitStream = services.trackStream(`${stream}_EMITTED`);
+  await services.checkpoint();
+  await waitForQuiet(options.quietSeconds, progress);
+  progress(
+    `${spec.scenario}: ${spec.label}: ${spec.orders} orders${spec.mode === 'latency' ? ` at ${spec.rate}/s` : ''}…`,
+  );
+  try {
+    const run = await runWorker({
+      services,
+      databases: [database],
+      spec: {
+        module: spec.module,
+        input: {
+          databaseUrl: url,
+          natsUrl: services.natsUrl,
+          stream,
+          emitStream,
+          consumer: `${runId}-${tag}`,
+          prefix: `${runId}${tag}.`,
+          orders: spec.orders,
+          processes: spec.processes,
+          mode: spec.mode,
+          rate: spec.rate ?? 100,
+        } satisfies E2eInput,
+      },
+      timeoutMs: 660_000,
+    });
+    const rate = run.measurement.items / (run.measurement.elapsedMs / 1000);
+    const latency = run.measurement.latencyMs.length > 0 ? percentiles(run.measurement.latencyMs) : undefined;
+    progress(
+      `${spec.scenario}: ${spec.label}: ${Math.round(rate)} orders/s${latency ? `, p50 ${latency.p50} ms, p99 ${latency.p99} ms` : ''}`,
+    );
+    return run;
+  } finally {
+    await services.dropDatabase(database);
+  }
+}
+
+export const rateOf = (run: WorkerRun) => run.measurement.items / (run.measurement.elapsedMs / 1000);
+
+export function medianRun(list: readonly WorkerRun[]): WorkerRun {
+  const m = median(list.map(rateOf));
+  return list.find((r) => rateOf(r) === m) ?? list[0]!;
+}
+
+/** Figures with the engine processes' own CPU in place of the (idle) worker's. */
+export function e2eFigures(variant: string, run: WorkerRun, value?: number): Figures {
+  const figures = figuresOf(variant, run, value);
+  const engine = Number(run.measurement.notes.engineNodeCpuSPer1k);
+  return Number.isFinite(engine)
+    ? { ...figures, cpuSPer1k: { ...figures.cpuSPer1k, node: engine } }
+    : figures;
+}
+
+export const e2e: Scenario = {
+  name: 'e2e',
+  description:
+    'the order saga end to end: statehouse (1 engine process) vs the naive consume-insert-handle loop',
+  defaults: { events: 3000, entities: 3000 },
+  variants: [
+    {
+      name: 'naive',
+      description: 'consume, INSERT + commit, handlers inline, commit, publish, ack',
+      default: true,
+    },
+  ],
+  async run(ctx: ScenarioContext) {
+    const { options } = ctx;
+    const orders = options.events;
+    const statehouse: WorkerRun[] = [];
+    const naive: WorkerRun[] = [];
+    for (let round = 0; round < options.repeat; round++) {
+      statehouse.push(
+        await runE2e(ctx, {
+          scenario: 'e2e',
+          label: 'statehouse',
+          module: E2E_STATEHOUSE,
+          processes: 1,
+          mode: 'throughput',
+          orders,
+        }),
+      );
+      naive.push(
+        await runE2e(ctx, {
+          scenario: 'e2e',
+          label: 'naive',
+          module: NAIVE,
+          processes: 1,
+          mode: 'throughput',
+          orders,
+        }),
+      );
+    }
+    const sh = medianRun(statehouse);
+    const nv = medianRun(naive);
+    const latencyOf = async (label: string, module: string, maxRate: number) => {
+      const rate = Math.max(1, Math.round(maxRate / 2));
+      const count = Math.max(100, Math.round(rate * LATENCY_SECONDS));
+      return runE2e(ctx, {
+        scenario: 'e2e',
+        label: `${label} latency`,
+        module,
+        processes: 1,
+        mode: 'latency',
+        orders: count,
+        rate,
+      });
+    };
+    const shLatency = await latencyOf('statehouse', E2E_STATEHOUSE, rateOf(sh));
+    const nvLatency = await latencyOf('naive', NAIVE, rateOf(nv));
+    const p = (run: WorkerRun) => percentiles(run.measurement.latencyMs);
+    const rows: ResultRow[] = [
+      {
+        scenario: 'e2e',
+        baseline: 'naive',
+        unit: 'events/s',
+        higherIsBetter: true,
+        statehouse: e2eFigures('statehouse', sh),
+        baselineFigures: e2eFigures('naive', nv),
+        target: 5,
+      },
+      {
+        scenario: 'e2e',
+        baseline: 'naive',
+        unit: 'ms publish→final p99 at half rate',
+        higherIsBetter: false,
+        statehouse: { ...e2eFigures('statehouse', shLatency, p(shLatency).p99), latencyMs: p(shLatency) },
+        baselineFigures: { ...e2eFigures('naive', nvLatency, p(nvLatency).p99), latencyMs: p(nvLatency) },
+      },
+    ];
+    return {
+      rows,
+      settings: {
+        orders,
+        eventsPerOrder: 4,
+        repeat: options.repeat,
+        engineProcesses: 1,
+        statehouseLatencyRate: Math.round(rateOf(sh) / 2),
+        naiveLatencyRate: Math.round(rateOf(nv) / 2),
+        statehouseP50Ms: p(shLatency).p50,
+        statehouseP99Ms: p(shLatency).p99,
+        naiveP50Ms: p(nvLatency).p50,
+        naiveP99Ms: p(nvLatency).p99,
+        engineDefaults: 'dispatcher batch 50, jobs concurrency 4 × batch 10, ingest defaults',
+      },
+    };
+  },
+};
