@@ -136,6 +136,11 @@ describe('statehouse CLI', () => {
     await waitFor('cli-2 to need attention', async () =>
       cli('entities', '--status', 'needs-attention').stdout.includes('order cli-2  needs-attention'),
     );
+    const shown = cli('entity', 'cli-2').stdout;
+    expect(shown).toContain('saga (needs-attention)');
+    expect(shown).toMatch(/reserveStock\s+done/);
+    expect(shown).toMatch(/chargePayment\s+compensation-failed\s+\S+\s+the processor refuses refunds/);
+    expect(shown).toContain('statehouse jobs list --entity cli-2 --state failed');
     const failed = cli('jobs', 'list', '--entity', 'cli-2', '--state', 'failed');
     expect(failed.status, failed.stderr).toBe(0);
     const [, id] = /^(\S+)\s.*failed\s+chargePayment \(compensate\)\s+order cli-2/m.exec(failed.stdout) ?? [];

@@ -10,7 +10,22 @@ export function formatEntity(entity: EntityView): string {
     `  updated  ${entity.updatedAt.toISOString()}`,
   ];
   if (entity.error) lines.push(`  error    ${JSON.stringify(entity.error)}`);
-  lines.push(`  context  ${JSON.stringify(entity.context)}`, '', '  history');
+  lines.push(`  context  ${JSON.stringify(entity.context)}`);
+  if (entity.saga.steps.length > 0 || entity.saga.state) {
+    lines.push('', `  saga${entity.saga.state ? ` (${entity.saga.state})` : ''}`);
+    for (const step of entity.saga.steps) {
+      const error = (step.error as { message?: unknown } | null)?.message;
+      lines.push(
+        `    ${step.handler.padEnd(20)} ${step.status.padEnd(19)} ${step.updatedAt.toISOString()}${typeof error === 'string' ? `  ${error}` : ''}`,
+      );
+    }
+    if (entity.saga.state === 'needs-attention') {
+      lines.push(
+        `    a compensation failed for good: fix the cause, then \`statehouse jobs list --entity ${entity.entityId} --state failed\` and \`statehouse jobs retry <id>\``,
+      );
+    }
+  }
+  lines.push('', '  history');
   const width = Math.max(...entity.history.map((e) => e.type.length), 4);
   for (const event of entity.history) {
     const applied = event.version <= entity.appliedVersion ? ' ' : '…';

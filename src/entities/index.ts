@@ -1,1 +1,8 @@
-export { type EntitySummary, type EntityView, getEntity, listEntities, resumeEntity } from './query.ts';
+export {
+  type EntitySummary,
+  type EntityView,
+  getEntity,
+  listEntities,
+  resumeEntity,
+  type SagaView,
+} from './query.ts';

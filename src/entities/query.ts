@@ -14,21 +14,40 @@ export interface EntityView {
   error: unknown;
   createdAt: Date;
   updatedAt: Date;
+  /** The saga the engine drives for this entity: where compensation stands, and its steps. */
+  saga: SagaView;
   history: StoredEvent[];
+}
+
+export interface SagaView {
+  /** `compensating` while undoing, `needs-attention` once an undo failed for good, else null. */
+  state: 'compensating' | 'needs-attention' | null;
+  /** Completed compensable runs, oldest first. */
+  steps: Array<{
+    handler: string;
+    status: 'done' | 'compensating' | 'compensated' | 'compensation-failed';
+    stepKey: string;
+    completedAt: Date;
+    updatedAt: Date;
+    error: unknown;
+  }>;
 }
 
 /**
  * Finds an entity by id. Ids are unique per machine, so when several machines have the
  * same id the caller must say which.
  */
-type EntityRow = Omit<EntityView, 'history' | 'context'> & { snapshot: { context?: unknown } | null };
+type EntityRow = Omit<EntityView, 'history' | 'context' | 'saga'> & {
+  snapshot: { context?: unknown } | null;
+  sagaState: SagaView['state'];
+};
 
 /** The one entity with this id (of this machine, when given), or a clear error naming what to pass. */
 async function findEntity(pool: pg.Pool, entityId: string, machine?: string): Promise<EntityRow> {
   const { rows } = await pool.query<EntityRow>(
     `select machine, entity_id as "entityId", machine_version as "machineVersion", status, state, snapshot,
             last_version as version, applied_version as "appliedVersion", error,
-            created_at as "createdAt", updated_at as "updatedAt"
+            created_at as "createdAt", updated_at as "updatedAt", saga_state as "sagaState"
      from entities where entity_id = $1 and ($2::text is null or machine = $2)`,
     [entityId, machine ?? null],
   );
@@ -48,9 +67,14 @@ async function findEntity(pool: pg.Pool, entityId: string, machine?: string): Pr
 }
 
 export async function getEntity(pool: pg.Pool, entityId: string, machine?: string): Promise<EntityView> {
-  const { snapshot, ...row } = await findEntity(pool, entityId, machine);
+  const { snapshot, sagaState, ...row } = await findEntity(pool, entityId, machine);
   const history = await readStream(pool, row.machine, row.entityId);
-  return { ...row, context: snapshot?.context ?? null, history };
+  const { rows: steps } = await pool.query<SagaView['steps'][number]>(
+    `select handler, status, step_key as "stepKey", completed_at as "completedAt", updated_at as "updatedAt", error
+     from saga_steps where machine = $1 and entity_id = $2 order by seq`,
+    [row.machine, row.entityId],
+  );
+  return { ...row, context: snapshot?.context ?? null, saga: { state: sagaState, steps }, history };
 }
 
 /**
