@@ -140,11 +140,15 @@ describe('statehouse CLI', () => {
     expect(shown).toContain('saga (needs-attention)');
     expect(shown).toMatch(/reserveStock\s+done/);
     expect(shown).toMatch(/chargePayment\s+compensation-failed\s+\S+\s+the processor refuses refunds/);
-    expect(shown).toContain('statehouse jobs list --entity cli-2 --state failed');
-    const failed = cli('jobs', 'list', '--entity', 'cli-2', '--state', 'failed');
+    const hinted =
+      /chargePayment's undo failed for good: fix the cause, then `statehouse jobs retry (\S+)`/.exec(
+        shown,
+      )?.[1];
+    const failed = cli('jobs', 'list', '--entity', 'cli-2', '--kind', 'compensate', '--state', 'failed');
     expect(failed.status, failed.stderr).toBe(0);
     const [, id] = /^(\S+)\s.*failed\s+chargePayment \(compensate\)\s+order cli-2/m.exec(failed.stdout) ?? [];
     expect(id, failed.stdout).toBeDefined();
+    expect(hinted).toBe(id);
     expect(cli('jobs', 'list', '--entity', 'cli-2', '--state', 'dead', '--json').stdout).toContain(
       '"sourceId"',
     );
@@ -163,7 +167,9 @@ describe('statehouse CLI', () => {
     const retry = entity.history.find((e: { type: string }) => e.type === 'statehouse.job.retried');
     expect(retry).toMatchObject({ source: 'operator', data: { jobId: id, reason: 'refunded by hand' } });
 
-    expect(cli('jobs', 'retry', id!).stderr).toMatch(/was already retried as job \S+ \[JOB_STATE_INVALID\]/);
+    expect(cli('jobs', 'retry', id!).stderr).toMatch(
+      /was already run again as job \S+ \[JOB_STATE_INVALID\]/,
+    );
     expect(cli('jobs', 'cancel', 'job-7').stderr).toContain('"job-7" is not a job id');
     expect(cli('jobs', 'list', '--state', 'stuck').stderr).toContain('--state');
   });

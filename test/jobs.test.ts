@@ -173,6 +173,16 @@ describe('handler jobs', () => {
     });
   });
 
+  it('an output Postgres cannot store fails its own job at once, with the reason, instead of its batch', async () => {
+    await start(t, 'nul-1', 'nulLabel', null);
+    await start(t, 'nul-ok', 'flakyCharge', { failures: 0 });
+    const events = await eventsOnceThere(t, 'nul-1', 'nulLabel.failed');
+    expect(events[1]!.data).toMatchObject({ code: 'HANDLER_OUTPUT_INVALID' });
+    expect(String(events[1]!.data?.message)).toMatch(/NUL character/);
+    expect(attemptsOf('nul-1')).toHaveLength(1);
+    await eventsOnceThere(t, 'nul-ok', 'flakyCharge.done');
+  });
+
   it('input that fails the handler’s schema fails the job without running the handler or retrying', async () => {
     await start(t, 'invalid-1', 'strictCharge', { amountCents: -5 });
     const events = await eventsOnceThere(t, 'invalid-1', 'strictCharge.failed');
@@ -267,26 +277,30 @@ describe('a worker process killed mid-job', () => {
     });
   }, 90_000);
 
-  it('a job whose worker dies on its last attempt still ends with <handler>.failed, from its dead letter', async () => {
-    // The only worker: the job must start, and die, in this process.
+  it('a job whose worker dies on its last attempt still ends with <handler>.failed, by the engines alone', async () => {
+    // The only workers: the job must start, and die, in them. They expire it themselves,
+    // passing every second (jobs.superviseIntervalSeconds), and sweep its dead letter.
     await Promise.all(engines.splice(0).map((e) => e.stop()));
-    const worker = await spawnJobsEngine(t);
+    const everySecond = {
+      STATEHOUSE_JOBS_SUPERVISE_SECONDS: '1',
+      STATEHOUSE_JOBS_DEAD_LETTER_SWEEP_SECONDS: '1',
+    };
+    const worker = await spawnJobsEngine(t, everySecond);
     engines.push(worker);
     await start(t, 'crash-2', 'fragileShipment', { parcel: 'p-2' });
     await waitFor('the only start', async () =>
       (await starts()).some((s) => s.key.startsWith('jobs:crash-2:')),
     );
     await worker.kill9();
-    engines.push(await spawnJobsEngine(t));
-    await superviseEverySecond();
+    engines.push(await spawnJobsEngine(t, everySecond));
 
     // Expired, out of retries, dead-lettered without an outcome: the sweep records one.
     const events = await eventsOnceThere(t, 'crash-2', 'fragileShipment.failed', 60_000);
     expect(events.map((e) => e.type)).toEqual(['fragileShipment.start', 'fragileShipment.failed']);
     expect(events[1]!.data).toMatchObject({ code: 'JOB_LOST' });
-    const dead = await maintenance!.findJobs('statehouse.fragileShipment.dead', {
-      data: { entityId: 'crash-2' },
-    });
+    const { rows: dead } = await t.pool.query(
+      "select 1 from pgboss.job where name = 'statehouse.fragileShipment.dead' and data->>'entityId' = 'crash-2'",
+    );
     expect(dead).toHaveLength(1);
     expect((await starts()).filter((s) => s.key.startsWith('jobs:crash-2:'))).toHaveLength(1);
   }, 90_000);

@@ -19,9 +19,13 @@ export function formatEntity(entity: EntityView): string {
         `    ${step.handler.padEnd(20)} ${step.status.padEnd(19)} ${step.updatedAt.toISOString()}${typeof error === 'string' ? `  ${error}` : ''}`,
       );
     }
-    if (entity.saga.state === 'needs-attention') {
+    for (const step of entity.saga.steps) {
+      const jobId = (step.error as { jobId?: unknown } | null)?.jobId;
+      if (step.status !== 'compensation-failed') continue;
       lines.push(
-        `    a compensation failed for good: fix the cause, then \`statehouse jobs list --entity ${entity.entityId} --state failed\` and \`statehouse jobs retry <id>\``,
+        typeof jobId === 'string'
+          ? `    ${step.handler}'s undo failed for good: fix the cause, then \`statehouse jobs retry ${jobId}\``
+          : `    ${step.handler}'s undo could not start: ${(step.error as { message?: unknown } | null)?.message ?? 'see the error above'}`,
       );
     }
   }

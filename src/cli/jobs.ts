@@ -38,7 +38,7 @@ function line(job: JobSummary): string {
   const where = job.deadLetter ? 'dead letter' : job.state;
   const error = (job.output as { message?: unknown } | null)?.message;
   const tail = typeof error === 'string' && job.state !== 'completed' ? `  ${error}` : '';
-  return `${job.id}  ${job.createdOn.toISOString()}  ${where.padEnd(11)}  ${job.handler}${job.kind === 'compensate' ? ' (compensate)' : ''}  ${job.machine} ${job.entityId}  try ${job.attempts}/${job.retryLimit + 1}${tail}`;
+  return `${job.id}  ${job.createdOn.toISOString()}  ${where.padEnd(11)}  ${job.handler}${job.kind === 'compensate' ? ' (compensate)' : ''}  ${job.machine} ${job.entityId}  try ${job.attempts}${job.retryLimit === null ? '' : `/${job.retryLimit + 1}`}${tail}`;
 }
 
 export function jobsCommand(): Command {
@@ -53,6 +53,7 @@ export function jobsCommand(): Command {
     .option('--entity <id>', 'only this entity’s jobs')
     .option('--handler <name>', 'only this handler’s jobs')
     .option('--state <state>', 'pending, dead, created, retry, active, completed, cancelled or failed')
+    .option('--kind <kind>', 'run (a handler’s run) or compensate (its undo)')
     .option('--limit <n>', 'at most this many', '100')
     .option('--json', 'print JSON')
     .action(async (raw: Record<string, unknown>) => {
@@ -77,39 +78,38 @@ export function jobsCommand(): Command {
       await withOperations(async (ops) => console.log(JSON.stringify(await ops.get(id), null, 2)));
     });
 
-  const withReason = (
-    name: string,
-    description: string,
-    act: (ops: JobOperations, id: string, reason?: string) => Promise<string>,
-  ) =>
+  const rerun = (name: 'retry' | 'redrive', description: string) =>
     command
       .command(`${name} <id>`)
       .description(description)
       .option('--reason <text>', 'why, kept in the entity’s history')
-      .action(async (id: string, options: { reason?: string }) => {
-        await withOperations(async (ops) => console.log(await act(ops, id, options.reason)));
+      .option('--force', 'run it even though its entity is done (its machine will ignore the outcome)')
+      .action(async (id: string, options: { reason?: string; force?: boolean }) => {
+        await withOperations(async (ops) => {
+          const r = await ops[name](id, {
+            ...(options.reason ? { reason: options.reason } : {}),
+            force: options.force === true,
+          });
+          console.log(
+            `${name === 'retry' ? 'retried' : 'redrove'} ${r.handler} for ${r.machine} ${r.entityId}: job ${r.newJobId} runs in place of ${name === 'retry' ? 'failed job' : 'dead letter'} ${r.jobId}`,
+          );
+        });
       });
+  rerun('retry', 'run a failed (or cancelled) job again: same data, same idempotency key');
+  rerun('redrive', 'move a dead letter back to its queue, to run again with the same idempotency key');
 
-  withReason(
-    'retry',
-    'run a job that failed for good again (same data, same idempotency key)',
-    async (ops, id, reason) => {
-      const r = await ops.retry(id, reason ? { reason } : {});
-      return `retried ${r.handler} for ${r.machine} ${r.entityId}: job ${r.newJobId} runs in place of ${r.jobId}`;
-    },
-  );
-  withReason('redrive', 'move a dead letter back to its queue, to run again', async (ops, id, reason) => {
-    const r = await ops.redrive(id, reason ? { reason } : {});
-    return `redrove ${r.handler} for ${r.machine} ${r.entityId}: job ${r.newJobId ?? '(new)'} runs in place of dead letter ${r.jobId}`;
-  });
-  withReason(
-    'cancel',
-    'cancel a job that has not started; its entity gets <handler>.failed',
-    async (ops, id, reason) => {
-      const r = await ops.cancel(id, reason ? { reason } : {});
-      return `cancelled job ${r.jobId} (${r.handler} for ${r.machine} ${r.entityId}); the entity gets ${r.handler}.failed`;
-    },
-  );
+  command
+    .command('cancel <id>')
+    .description('cancel a job that has not started; its entity gets the job’s failure outcome')
+    .option('--reason <text>', 'why, kept in the entity’s history')
+    .action(async (id: string, options: { reason?: string }) => {
+      await withOperations(async (ops) => {
+        const r = await ops.cancel(id, options.reason ? { reason: options.reason } : {});
+        console.log(
+          `cancelled job ${r.jobId} (${r.handler} for ${r.machine} ${r.entityId}); the entity gets ${r.outcome} (code JOB_CANCELLED)`,
+        );
+      });
+    });
 
   return command;
 }

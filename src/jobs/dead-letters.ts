@@ -4,50 +4,71 @@ import { isDuplicateMessageError } from '../store/index.ts';
 import type { JobOutcome, OutcomeRecorder } from './outcomes.ts';
 import type { JobData } from './queues.ts';
 
+/** A later pass only looks at dead letters this recent; the first pass of a process at all. */
+const RECENT = '1 hour';
+
 /**
- * Dead letters whose failure never became an event: the worker died on the job's last
+ * Dead letters whose outcome never became an event: the worker died on the job's last
  * attempt (pg-boss expired it and moved it here), or recording the outcome failed. The
- * entity would wait for an outcome forever; this records `<handler>.failed` for them.
- * Every engine process may sweep: the outcome's message id makes a second record a no-op.
+ * entity would wait forever; this records the outcome for them: `<handler>.done` when the
+ * handler had finished (its output travelled in the dead letter), else `<handler>.failed`
+ * with code JOB_LOST. One process sweeps at a time (a transaction-scoped advisory lock);
+ * the outcome's message id makes a repeat a no-op anyway.
  */
 export async function sweepDeadLetters(
   pool: pg.Pool,
   bossSchema: string,
   deadLetterQueues: readonly string[],
   outcomes: OutcomeRecorder,
-  limit = 500,
+  options: { full?: boolean; limit?: number } = {},
 ): Promise<number> {
   if (deadLetterQueues.length === 0) return 0;
-  const { rows } = await pool.query<{ sourceId: string; data: JobData; sourceOutput: unknown }>(
-    `select d.source_id::text as "sourceId", d.data, d.source_output as "sourceOutput"
-     from ${quoteIdent(bossSchema)}.job d
-     where d.name = any($1::text[]) and d.state = 'created' and d.source_id is not null
-       and not exists (select 1 from events e where e.message_id = 'outcome:' || d.source_id::text)
-     order by d.created_on
-     limit $2`,
-    [deadLetterQueues, limit],
+  return withTransaction(
+    pool,
+    async (client) => {
+      const { rows: lock } = await client.query<{ ok: boolean }>(
+        `select pg_try_advisory_xact_lock(hashtext('statehouse.dead-letter-sweep:' || $1)) as ok`,
+        [bossSchema],
+      );
+      if (!lock[0]?.ok) return 0;
+      const { rows } = await client.query<{ sourceId: string; data: JobData; sourceOutput: unknown }>(
+        `select d.source_id::text as "sourceId", d.data, d.source_output as "sourceOutput"
+         from ${quoteIdent(bossSchema)}.job d
+         where d.name = any($1::text[]) and d.state = 'created' and d.source_id is not null
+           and ($3 or d.created_on > now() - interval '${RECENT}')
+           and not exists (select 1 from events e where e.message_id = 'outcome:' || d.source_id::text)
+           -- Outcomes recorded before outcome ids were per job were keyed by the idempotency key.
+           and not exists (select 1 from events e where e.message_id = 'outcome:' || (d.data->>'key'))
+         order by d.created_on
+         limit $2`,
+        [deadLetterQueues, options.limit ?? 500, options.full ?? false],
+      );
+      if (rows.length === 0) return 0;
+      await outcomes.record(client, rows.map(outcomeOf));
+      return rows.length;
+    },
+    { alsoRetry: isDuplicateMessageError },
   );
-  if (rows.length === 0) return 0;
-  const settled: JobOutcome[] = rows.map((row) => ({
+}
+
+function outcomeOf(row: { sourceId: string; data: JobData; sourceOutput: unknown }): JobOutcome {
+  const output = row.sourceOutput as { unrecorded?: unknown; output?: unknown; message?: unknown } | null;
+  if (output?.unrecorded === 'done') {
+    return { jobId: row.sourceId, data: row.data, ok: true, payload: output.output ?? null };
+  }
+  if (output?.unrecorded === 'failed') {
+    const { unrecorded: _, ...error } = output;
+    return { jobId: row.sourceId, data: row.data, ok: false, payload: error };
+  }
+  return {
     jobId: row.sourceId,
     data: row.data,
     ok: false,
-    payload: describeLoss(row.sourceOutput),
-  }));
-  await withTransaction(pool, (client) => outcomes.record(client, settled), {
-    alsoRetry: isDuplicateMessageError,
-  });
-  return rows.length;
-}
-
-function describeLoss(output: unknown): Record<string, unknown> {
-  const known = output as { message?: unknown; name?: unknown } | null;
-  if (known && typeof known.message === 'string') return { ...known };
-  return {
-    name: 'JobLost',
-    code: 'JOB_LOST',
-    message:
-      'the job stopped without an outcome on its last attempt (its worker died or it outlived its expiry)',
-    detail: output ?? null,
+    payload: {
+      name: 'JobLost',
+      code: 'JOB_LOST',
+      message: `the job ended without an outcome on its last attempt (its worker died or it outlived its expiry)${typeof output?.message === 'string' ? `: ${output.message}` : ''}`,
+      detail: output ?? null,
+    },
   };
 }

@@ -5,7 +5,17 @@ import { quoteIdent, withTransaction } from '../db/index.ts';
 import { StatehouseError } from '../errors/index.ts';
 import { appendEvents, isDuplicateMessageError } from '../store/index.ts';
 import { OutcomeRecorder } from './outcomes.ts';
-import { dbOf, insertJobs, isDeadLetterQueue, type JobData, QUEUE_PREFIX } from './queues.ts';
+import {
+  dbOf,
+  insertJobs,
+  isDeadLetterQueue,
+  type JobData,
+  outcomeMessageId,
+  outcomeType,
+  QUEUE_PREFIX,
+  queueName,
+} from './queues.ts';
+import { reopenStep } from './saga.ts';
 
 export type JobState = 'created' | 'retry' | 'active' | 'completed' | 'cancelled' | 'failed';
 
@@ -20,9 +30,10 @@ export interface JobSummary {
   handler: string;
   kind: JobData['kind'];
   key: string;
-  /** Tries used, the first included. */
+  /** Tries used, the first included (for a dead letter: of the job that failed). */
   attempts: number;
-  retryLimit: number;
+  /** Retries allowed after the first try; null for a dead letter. */
+  retryLimit: number | null;
   createdOn: Date;
   completedOn: Date | null;
   output: unknown;
@@ -36,7 +47,16 @@ export interface JobFilter {
   handler?: string | undefined;
   /** `dead` lists dead letters; `pending` jobs not started yet (created or waiting to retry). */
   state?: JobState | 'dead' | 'pending' | undefined;
+  /** `run` (a handler's run) or `compensate` (its undo). */
+  kind?: JobData['kind'] | undefined;
   limit?: number | undefined;
+}
+
+export interface RerunOptions {
+  /** Kept in the entity's history. */
+  reason?: string;
+  /** Run it even though its entity is done (its machine will ignore the outcome). */
+  force?: boolean;
 }
 
 export interface OperationResult {
@@ -44,13 +64,15 @@ export interface OperationResult {
   jobId: string;
   /** The job that now runs in its place (retry and redrive). */
   newJobId?: string;
+  /** The event the entity got (cancel). */
+  outcome?: string;
   machine: string;
   entityId: string;
   handler: string;
 }
 
-const JOB_COLUMNS = `id::text, name as queue, state::text, data, retry_count as "retryCount",
-  retry_limit as "retryLimit", created_on as "createdOn", completed_on as "completedOn",
+const JOB_COLUMNS = `id::text, name as queue, state::text, data,
+  coalesce(source_retry_count, retry_count) as "retryCount", retry_limit as "retryLimit", created_on as "createdOn", completed_on as "completedOn",
   coalesce(output, source_output) as output,
   source_id::text as "sourceId"`;
 
@@ -109,14 +131,20 @@ export class JobOperations {
       schema: options.bossSchema,
       supervise: false,
       schedule: false,
+      // The engine owns pg-boss's schema; an operator's command never migrates it.
+      migrate: false,
+      createSchema: false,
       max: 2,
       application_name: 'statehouse-cli',
     });
     await boss.start();
+    const queues = new Set((await boss.getQueues()).map((q) => q.name));
     return new JobOperations({
       ...options,
       boss,
-      outcomes: new OutcomeRecorder(boss, options.notifyChannel),
+      outcomes: new OutcomeRecorder(boss, options.notifyChannel, (handler) =>
+        queues.has(queueName(handler, 'compensate')),
+      ),
       ownsBoss: true,
     });
   }
@@ -125,14 +153,15 @@ export class JobOperations {
     if (this.#ownsBoss) await this.#boss.stop({ graceful: false });
   }
 
-  /** Newest first. */
+  /** Newest first. Reads pg-boss's job table, statehouse's queues only. */
   async list(filter: JobFilter = {}): Promise<JobSummary[]> {
     const { rows } = await this.#pool.query<JobRow>(
       `select ${JOB_COLUMNS} from ${this.#schema}.job
-       where name like $1
+       where name = any($1::text[])
          and ($2::text is null or data->>'machine' = $2)
          and ($3::text is null or data->>'entityId' = $3)
          and ($4::text is null or data->>'handler' = $4)
+         and ($7::text is null or data->>'kind' = $7)
          and case $5::text
                when 'dead' then name like '%.dead' and state = 'created'
                when 'pending' then name not like '%.dead' and state in ('created', 'retry')
@@ -141,12 +170,13 @@ export class JobOperations {
        order by created_on desc
        limit $6`,
       [
-        `${QUEUE_PREFIX}%`,
+        await this.#queues(this.#pool),
         filter.machine ?? null,
         filter.entityId ?? null,
         filter.handler ?? null,
         filter.state ?? '',
         filter.limit ?? 100,
+        filter.kind ?? null,
       ],
     );
     return rows.map(summarize);
@@ -156,8 +186,12 @@ export class JobOperations {
     return summarize(await this.#find(this.#pool, id));
   }
 
-  /** Runs a job that failed for good again, as a new job with the same data and idempotency key. */
-  async retry(id: string, options: { reason?: string } = {}): Promise<OperationResult> {
+  /**
+   * Runs a job that failed for good (or was cancelled) again, as a new job with the same
+   * data and idempotency key. Refused when its entity is done (a final state ignores the
+   * outcome, while the side effect would still happen) unless `force`.
+   */
+  async retry(id: string, options: RerunOptions = {}): Promise<OperationResult> {
     return this.#inTransaction(async (client) => {
       const job = await this.#find(client, id, true);
       if (isDeadLetterQueue(job.queue)) {
@@ -166,80 +200,120 @@ export class JobOperations {
           `job ${id} is a dead letter; redrive it with \`statehouse jobs redrive ${id}\``,
         );
       }
-      if (job.state !== 'failed') {
+      if (job.state !== 'failed' && job.state !== 'cancelled') {
         throw new StatehouseError(
           'JOB_STATE_INVALID',
-          `job ${id} is ${job.state}; only a failed job can be retried${job.state === 'created' || job.state === 'retry' ? ' (a pending one can be cancelled)' : ''}`,
+          `job ${id} is ${job.state}; only a failed or cancelled job can be retried${job.state === 'created' || job.state === 'retry' ? ' (a pending one can be cancelled)' : ''}`,
         );
       }
-      const retriedAs = (job.output as { retriedAs?: unknown } | null)?.retriedAs;
-      if (typeof retriedAs === 'string') {
-        throw new StatehouseError('JOB_STATE_INVALID', `job ${id} was already retried as job ${retriedAs}`);
-      }
-      const [newJobId] = await insertJobs(this.#boss, client, job.queue, [job.data]);
-      // Kept, for the record, with a pointer that stops a second retry of the same failure.
-      await client.query(
-        `update ${this.#schema}.job set output = coalesce(output, '{}'::jsonb) || jsonb_build_object('retriedAs', $3::text)
-         where name = $1 and id = $2::uuid`,
-        [job.queue, id, newJobId],
-      );
+      const newJobId = await this.#rerun(client, job, id, options);
       // Its dead letter would otherwise let the same work be redriven a second time.
       await client.query(
         `delete from ${this.#schema}.job where name = $1 and source_id = $2::uuid and state = 'created'`,
-        [`${job.queue}.dead`, id],
+        [deadLetterQueueFor(job.queue), id],
       );
-      await this.#reopenSaga(client, job.data);
       await this.#record(client, job.data, 'statehouse.job.retried', {
         jobId: id,
         newJobId,
         ...reason(options),
       });
-      return { jobId: id, newJobId: newJobId!, ...owner(job.data) };
+      return { jobId: id, newJobId, ...owner(job.data) };
     });
   }
 
   /** Moves a dead letter back to its queue, where it runs again with the same idempotency key. */
-  async redrive(id: string, options: { reason?: string } = {}): Promise<OperationResult> {
+  async redrive(id: string, options: RerunOptions = {}): Promise<OperationResult> {
     return this.#inTransaction(async (client) => {
       const job = await this.#find(client, id, true);
-      if (!isDeadLetterQueue(job.queue) || job.state !== 'created') {
+      if (!isDeadLetterQueue(job.queue) || job.state !== 'created' || !job.sourceId) {
         throw new StatehouseError(
           'JOB_STATE_INVALID',
           `job ${id} is not a waiting dead letter (it is ${job.state} in ${job.queue}); \`statehouse jobs list --state dead\` shows them`,
         );
       }
-      const moved = await this.#boss.redrive(job.queue, { ids: [id], db: dbOf(client) });
-      if (moved !== 1) {
-        throw new StatehouseError(
-          'JOB_STATE_INVALID',
-          `dead letter ${id} could not be moved back to its queue`,
-        );
-      }
-      const { rows } = await client.query<{ id: string }>(
-        `select id::text from ${this.#schema}.job where name = $1 and data->>'key' = $2 and state = 'created'
-         order by created_on desc limit 1`,
-        [job.queue.slice(0, -'.dead'.length), job.data.key],
+      const newJobId = await this.#rerun(
+        client,
+        { ...job, queue: sourceQueueOf(job.queue) },
+        job.sourceId,
+        options,
       );
-      const newJobId = rows[0]?.id;
-      if (newJobId && job.sourceId) {
-        // The failed original now has a successor: retrying it as well would run the work twice.
-        await client.query(
-          `update ${this.#schema}.job set output = coalesce(output, '{}'::jsonb) || jsonb_build_object('retriedAs', $3::text)
-           where name = $1 and id = $2::uuid`,
-          [job.queue.slice(0, -'.dead'.length), job.sourceId, newJobId],
-        );
-      }
-      await this.#reopenSaga(client, job.data);
+      await client.query(`delete from ${this.#schema}.job where name = $1 and id = $2::uuid`, [
+        job.queue,
+        id,
+      ]);
       await this.#record(client, job.data, 'statehouse.job.redriven', {
         jobId: id,
+        failedJobId: job.sourceId,
         newJobId,
         ...reason(options),
       });
-      return { jobId: id, ...(newJobId ? { newJobId } : {}), ...owner(job.data) };
+      return { jobId: id, newJobId, ...owner(job.data) };
     });
   }
 
-  /** Cancels a job that has not started; its entity gets `<handler>.failed` (code JOB_CANCELLED). */
+  /**
+   * Enqueues `job`'s work again in its queue and marks `originalId` (the job that failed)
+   * as rerun, so neither it nor its dead letter can be run a second time.
+   */
+  async #rerun(
+    client: pg.ClientBase,
+    job: JobRow,
+    originalId: string,
+    options: RerunOptions,
+  ): Promise<string> {
+    const { rows: recorded } = await client.query<{ type: string }>(
+      'select type from events where message_id = $1',
+      [outcomeMessageId(originalId)],
+    );
+    const outcome = recorded[0]?.type;
+    if (outcome && (outcome.endsWith('.done') || outcome.endsWith('.compensated'))) {
+      throw new StatehouseError(
+        'JOB_STATE_INVALID',
+        `job ${originalId} succeeded (its outcome ${outcome} is recorded; pg-boss failed it only after its claim lapsed); nothing to run again`,
+      );
+    }
+    const { rows: original } = await client.query<{ output: { retriedAs?: unknown } | null }>(
+      `select output from ${this.#schema}.job where name = $1 and id = $2::uuid for update`,
+      [sourceQueueOf(job.queue), originalId],
+    );
+    const retriedAs = original[0]?.output?.retriedAs;
+    if (typeof retriedAs === 'string') {
+      throw new StatehouseError(
+        'JOB_STATE_INVALID',
+        `job ${originalId} was already run again as job ${retriedAs}`,
+      );
+    }
+    const { rows: entity } = await client.query<{ status: string; state: unknown }>(
+      'select status, state from entities where machine = $1 and entity_id = $2 for update',
+      [job.data.machine, job.data.entityId],
+    );
+    if (entity[0]?.status === 'done' && !options.force) {
+      throw new StatehouseError(
+        'JOB_STATE_INVALID',
+        `${job.data.machine} ${job.data.entityId} is done (state ${JSON.stringify(entity[0].state)}): its machine would ignore the outcome, but ${job.data.handler} would still run; pass --force (force: true) to run it anyway`,
+      );
+    }
+    if (job.data.kind === 'compensate' && job.data.saga) {
+      await reopenStep(
+        client,
+        { machine: job.data.machine, entityId: job.data.entityId },
+        job.data.saga.stepKey,
+      );
+    }
+    const [newJobId] = await insertJobs(this.#boss, client, sourceQueueOf(job.queue), [job.data]);
+    // Kept, for the record, with a pointer that stops a second rerun of the same failure.
+    await client.query(
+      `update ${this.#schema}.job set output = coalesce(output, '{}'::jsonb) || jsonb_build_object('retriedAs', $3::text)
+       where name = $1 and id = $2::uuid`,
+      [sourceQueueOf(job.queue), originalId, newJobId],
+    );
+    return newJobId!;
+  }
+
+  /**
+   * Cancels a job that has not started; its entity gets `<handler>.failed` (or
+   * `.compensationFailed` for an undo the machine ordered itself), code JOB_CANCELLED.
+   */
   async cancel(id: string, options: { reason?: string } = {}): Promise<OperationResult> {
     return this.#inTransaction(async (client) => {
       const job = await this.#find(client, id, true);
@@ -247,6 +321,12 @@ export class JobOperations {
         throw new StatehouseError(
           'JOB_STATE_INVALID',
           `job ${id} is ${isDeadLetterQueue(job.queue) ? 'a dead letter' : job.state}; only a job that has not started (created, or waiting to retry) can be cancelled`,
+        );
+      }
+      if (job.data.saga) {
+        throw new StatehouseError(
+          'JOB_STATE_INVALID',
+          `job ${id} undoes a step of ${job.data.machine} ${job.data.entityId}'s saga, which cannot finish without it; let it run (or fail and be retried)`,
         );
       }
       await this.#boss.cancel(job.queue, id, { db: dbOf(client) });
@@ -264,7 +344,7 @@ export class JobOperations {
           },
         },
       ]);
-      return { jobId: id, ...owner(job.data) };
+      return { jobId: id, outcome: outcomeType(job.data, 'failed'), ...owner(job.data) };
     });
   }
 
@@ -280,30 +360,26 @@ export class JobOperations {
       );
     }
     const { rows } = await db.query<JobRow>(
-      `select ${JOB_COLUMNS} from ${this.#schema}.job where id = $1::uuid and name like $2${lock ? ' for update' : ''}`,
-      [id, `${QUEUE_PREFIX}%`],
+      `select ${JOB_COLUMNS} from ${this.#schema}.job where id = $1::uuid and name = any($2::text[])${lock ? ' for update' : ''}`,
+      [id, await this.#queues(db)],
     );
     const row = rows[0];
     if (!row) {
       throw new StatehouseError(
         'JOB_NOT_FOUND',
-        `no statehouse job has id ${id}; \`statehouse jobs list\` shows them (completed jobs are deleted after pg-boss's retention)`,
+        `no statehouse job has id ${id}; \`statehouse jobs list\` shows them (a dead letter is gone once redriven or retried; finished jobs once pg-boss's retention passes)`,
       );
     }
     return row;
   }
 
-  /** A compensation that runs again puts its saga back to compensating. */
-  async #reopenSaga(client: pg.ClientBase, data: JobData): Promise<void> {
-    if (data.kind !== 'compensate' || !data.saga) return;
-    await client.query(
-      `update saga_steps set status = 'compensating', updated_at = now() where step_key = $1`,
-      [data.saga.stepKey],
+  /** statehouse's queues, by name: pg-boss's job table is keyed (and partitioned) by queue. */
+  async #queues(db: pg.Pool | pg.ClientBase): Promise<string[]> {
+    const { rows } = await db.query<{ name: string }>(
+      `select name from ${this.#schema}.queue where name like $1`,
+      [`${QUEUE_PREFIX}%`],
     );
-    await client.query(
-      `update entities set saga_state = 'compensating' where machine = $1 and entity_id = $2`,
-      [data.machine, data.entityId],
-    );
+    return rows.map((r) => r.name);
   }
 
   async #record(client: pg.ClientBase, data: JobData, type: string, details: Record<string, unknown>) {
@@ -325,7 +401,12 @@ export class JobOperations {
 }
 
 const owner = (data: JobData) => ({ machine: data.machine, entityId: data.entityId, handler: data.handler });
-const reason = (options: { reason?: string }) => (options.reason ? { reason: options.reason } : {});
+const reason = (options: { reason?: string; force?: boolean }) => ({
+  ...(options.reason ? { reason: options.reason } : {}),
+  ...(options.force ? { forced: true } : {}),
+});
+const sourceQueueOf = (queue: string) => (isDeadLetterQueue(queue) ? queue.slice(0, -'.dead'.length) : queue);
+const deadLetterQueueFor = (queue: string) => `${sourceQueueOf(queue)}.dead`;
 
 function summarize(row: JobRow): JobSummary {
   return {
@@ -339,7 +420,7 @@ function summarize(row: JobRow): JobSummary {
     kind: row.data.kind,
     key: row.data.key,
     attempts: row.retryCount + 1,
-    retryLimit: row.retryLimit,
+    retryLimit: isDeadLetterQueue(row.queue) ? null : row.retryLimit,
     createdOn: row.createdOn,
     completedOn: row.completedOn,
     output: row.output,

@@ -25,10 +25,12 @@ export class OutcomeRecorder {
   readonly #notifyChannel: string;
   readonly #saga: SagaDeps;
 
-  constructor(boss: PgBoss, notifyChannel: string) {
+  /** `canCompensate`: whether a handler's compensation queue is served (the engine's handlers). */
+  constructor(boss: PgBoss, notifyChannel: string, canCompensate: (handler: string) => boolean) {
     this.#notifyChannel = notifyChannel;
     this.#saga = {
       notifyChannel,
+      canCompensate,
       enqueueCompensation: async (client, data) => {
         await insertJobs(boss, client, queueName(data.handler, 'compensate'), [data]);
       },

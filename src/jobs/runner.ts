@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { Job, JobResult } from 'pg-boss';
+import type { JobResult, JobWithMetadata } from 'pg-boss';
 import { PgBoss } from 'pg-boss';
 import { z } from 'zod';
 import type { EffectSink, PlannedJob } from '../actors/index.ts';
@@ -74,9 +74,9 @@ const EXPIRY_MARGIN_SECONDS = 10;
 
 /** How a job's run ended, before it is recorded. */
 type Settled =
-  | { job: Job<JobData>; ok: true; output: unknown }
+  | { job: JobWithMetadata<JobData>; ok: true; output: unknown }
   | {
-      job: Job<JobData>;
+      job: JobWithMetadata<JobData>;
       ok: false;
       error: Record<string, unknown>;
       final: boolean;
@@ -95,6 +95,7 @@ export class JobRunner implements EffectSink {
   readonly #outcomes: OutcomeRecorder;
   readonly #shutdown = new AbortController();
   #sweep: NodeJS.Timeout | undefined;
+  #sweeping: Promise<void> | undefined;
   #started = false;
 
   constructor(options: JobRunnerOptions) {
@@ -107,8 +108,12 @@ export class JobRunner implements EffectSink {
       max: Math.max(4, options.concurrency + 2),
       application_name: 'statehouse-jobs',
       superviseIntervalSeconds: options.superviseIntervalSeconds,
+      // pg-boss expires timed-out jobs in its monitor pass, not only in supervise.
+      monitorIntervalSeconds: options.superviseIntervalSeconds,
     });
-    this.#outcomes = new OutcomeRecorder(this.#boss, options.notifyChannel);
+    this.#outcomes = new OutcomeRecorder(this.#boss, options.notifyChannel, (handler) =>
+      this.#tasks.has(queueName(handler, 'compensate')),
+    );
     this.#boss.on('error', (error: unknown) => options.log.error({ err: error }, 'pg-boss error'));
   }
 
@@ -159,43 +164,49 @@ export class JobRunner implements EffectSink {
         {
           batchSize,
           localConcurrency: concurrency,
+          // The job's own retry limit decides its last attempt, as it does for pg-boss.
+          includeMetadata: true,
           perJobResults: true,
           pollingIntervalSeconds: pollIntervalSeconds,
           // NOTIFY announces new jobs only; a retry comes due silently, so keep the configured pace.
           notifyPollingIntervalSeconds: pollIntervalSeconds,
           burstWhenBatchFull: batchSize > 1,
         } as const,
-        (jobs: Job<JobData>[]) => this.#runBatch(task, jobs),
+        (jobs: JobWithMetadata<JobData>[]) => this.#runBatch(task, jobs),
       );
     }
     this.#scheduleSweep();
   }
 
   #scheduleSweep(): void {
-    const { deadLetterSweepSeconds, log } = this.#options;
+    const { deadLetterSweepSeconds, log, pool, bossSchema } = this.#options;
     const queues = [...this.#tasks.values()].map((task) => deadLetterQueueName(task.handler.name, task.kind));
+    let full = true;
     const tick = async () => {
       try {
-        const settled = await sweepDeadLetters(
-          this.#options.pool,
-          this.#options.bossSchema,
-          queues,
-          this.#outcomes,
-        );
-        if (settled > 0)
-          log.warn({ settled }, 'recorded the failure of jobs whose worker died on their last attempt');
+        // The first pass looks at every dead letter; later ones only at recent arrivals.
+        const settled = await sweepDeadLetters(pool, bossSchema, queues, this.#outcomes, { full });
+        full = false;
+        if (settled > 0) log.warn({ settled }, 'recorded the outcome of dead letters that had none');
       } catch (error) {
         log.error({ err: error }, 'dead-letter sweep failed; it runs again');
       }
-      if (this.#started) this.#sweep = setTimeout(tick, deadLetterSweepSeconds * 1000).unref();
     };
-    this.#sweep = setTimeout(tick, 0).unref();
+    const loop = () => {
+      this.#sweeping = tick().finally(() => {
+        this.#sweeping = undefined;
+        if (this.#started) this.#sweep = setTimeout(loop, deadLetterSweepSeconds * 1000).unref();
+      });
+    };
+    this.#sweep = setTimeout(loop, 0).unref();
   }
 
   /** Stops taking jobs, aborts running handlers' signals after `graceMs`, and waits for them. */
   async stop(graceMs = 10_000): Promise<void> {
     if (!this.#started) return;
+    this.#started = false;
     clearTimeout(this.#sweep);
+    await this.#sweeping;
     const abort = setTimeout(
       () => this.#shutdown.abort(new StatehouseError('SHUTTING_DOWN', 'engine is stopping')),
       graceMs,
@@ -204,7 +215,6 @@ export class JobRunner implements EffectSink {
       await this.#boss.stop({ graceful: true, timeout: graceMs + 5000 });
     } finally {
       clearTimeout(abort);
-      this.#started = false;
     }
   }
 
@@ -242,53 +252,77 @@ export class JobRunner implements EffectSink {
 
   /**
    * Runs a batch of jobs side by side, then records all their outcomes in one transaction:
-   * one commit per batch, not per job.
+   * one commit per batch, not per job. When that transaction fails, each job is recorded on
+   * its own, so one job cannot fail the others.
    */
-  async #runBatch(task: Task, jobs: Job<JobData>[]): Promise<JobResult[]> {
+  async #runBatch(task: Task, jobs: JobWithMetadata<JobData>[]): Promise<JobResult[]> {
     const settled = await Promise.all(jobs.map((job) => this.#run(task, job)));
-    const outcomes: JobOutcome[] = [];
-    for (const s of settled) {
-      if (s.ok) outcomes.push({ jobId: s.job.id, data: s.job.data, ok: true, payload: s.output ?? null });
-      else if (!s.retryable || s.final)
-        outcomes.push({ jobId: s.job.id, data: s.job.data, ok: false, payload: s.error });
-    }
-    let recorded = true;
+    const toRecord = settled.filter((s) => s.ok || !s.retryable || s.final);
+    let unrecorded = new Set<string>();
     try {
-      const completed = settled.filter((s) => s.ok).map((s) => s.job);
-      await withTransaction(
-        this.#options.pool,
-        async (client) => {
-          await this.#outcomes.record(client, outcomes);
-          // Settled in the same commit as their outcomes (fenced to this attempt); pg-boss's own
-          // settling after the handler returns then finds nothing left to do.
-          if (completed.length > 0)
-            await this.#boss.complete(task.queue, completed, null, { db: dbOf(client) });
-        },
-        { alsoRetry: isDuplicateMessageError },
-      );
+      await this.#record(task, toRecord);
     } catch (error) {
-      // The jobs go back to pg-boss as failed and run again under the same key; a job on its
-      // last attempt lands in the dead-letter queue, whose sweep records the failure.
-      this.#options.log.error({ err: error, jobs: jobs.length }, 'could not record job outcomes');
-      recorded = false;
+      this.#options.log.warn(
+        { err: error, jobs: toRecord.length },
+        'recording a batch failed; recording one by one',
+      );
+      unrecorded = new Set();
+      for (const one of toRecord) {
+        try {
+          await this.#record(task, [one]);
+        } catch (jobError) {
+          this.#options.log.error({ err: jobError, jobId: one.job.id }, 'could not record a job outcome');
+          unrecorded.add(one.job.id);
+        }
+      }
     }
     return settled.map((s): JobResult => {
-      if (s.ok && recorded)
-        return { id: s.job.id, status: 'completed', output: { output: s.output ?? null } };
-      if (s.ok)
-        return { id: s.job.id, status: 'failed', output: { message: 'the outcome could not be recorded' } };
-      // NonRetryableError and the like skip the remaining attempts.
-      if (!s.retryable && recorded) return { id: s.job.id, status: 'deadletter', output: s.error };
-      return { id: s.job.id, status: 'failed', output: s.error };
+      const { id } = s.job;
+      if (unrecorded.has(id)) {
+        // Runs again under the same key; on its last attempt its dead letter carries what
+        // happened, and the sweep records it.
+        const message = 'the outcome could not be recorded';
+        return {
+          id,
+          status: 'failed',
+          output: s.ok
+            ? { message, unrecorded: 'done', output: s.output }
+            : { ...s.error, unrecorded: 'failed' },
+        };
+      }
+      if (s.ok) return { id, status: 'completed', output: null };
+      // A recorded failure is final (NonRetryableError, or the last attempt): no more tries.
+      if (!s.retryable || s.final) return { id, status: 'deadletter', output: s.error };
+      return { id, status: 'failed', output: s.error };
     });
   }
 
-  async #run(task: Task, job: Job<JobData>): Promise<Settled> {
+  async #record(task: Task, settled: readonly Settled[]): Promise<void> {
+    if (settled.length === 0) return;
+    const outcomes: JobOutcome[] = settled.map((s) =>
+      s.ok
+        ? { jobId: s.job.id, data: s.job.data, ok: true, payload: s.output }
+        : { jobId: s.job.id, data: s.job.data, ok: false, payload: s.error },
+    );
+    const completed = settled.filter((s) => s.ok).map((s) => s.job);
+    await withTransaction(
+      this.#options.pool,
+      async (client) => {
+        await this.#outcomes.record(client, outcomes);
+        // Settled in the same commit as their outcomes (fenced to this attempt); pg-boss's own
+        // settling after the handler returns then finds nothing left to do.
+        if (completed.length > 0)
+          await this.#boss.complete(task.queue, completed, null, { db: dbOf(client) });
+      },
+      { alsoRetry: isDuplicateMessageError },
+    );
+  }
+
+  async #run(task: Task, job: JobWithMetadata<JobData>): Promise<Settled> {
     const { handler } = task;
     const { key, machine, entityId } = job.data;
     const attempt = job.retryCount + 1;
-    // The queue's policy is the handler's (install() keeps it so); operators' reruns use it too.
-    const final = job.retryCount >= handler.retry.limit;
+    const final = job.retryCount >= job.retryLimit;
     // A child logger per job costs more than a no-op handler; made only when used.
     let log: Logger | undefined;
     const logger = () => {
@@ -335,7 +369,10 @@ export class JobRunner implements EffectSink {
           reject(error);
         }, handler.timeoutSeconds * 1000);
       });
-      const output = await Promise.race([task.execute(parsed.data as never, ctx), timedOut]);
+      const output = storable(
+        handler.name,
+        await Promise.race([task.execute(parsed.data as never, ctx), timedOut]),
+      );
       return { job, ok: true, output };
     } catch (error) {
       // NonRetryableError, an invalid input, or any statehouse error marked so: retrying cannot help.
@@ -346,4 +383,31 @@ export class JobRunner implements EffectSink {
       clearTimeout(timer);
     }
   }
+}
+
+/**
+ * The handler's output as it will be stored: JSON, without the \u0000 that Postgres's jsonb
+ * refuses. Checked here, so an output that cannot be stored fails its own job (for good:
+ * running it again gives the same output), not the batch it was recorded with.
+ */
+function storable(handler: string, output: unknown): unknown {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(output ?? null);
+  } catch (error) {
+    throw new StatehouseError(
+      'HANDLER_OUTPUT_INVALID',
+      `handler "${handler}" returned a value that is not JSON (${(error as Error).message}); return plain data`,
+      { retryable: false, cause: error },
+    );
+  }
+  // An escaped NUL, not an escaped backslash followed by "u0000".
+  if (/(?<!\\)(?:\\\\)*\\u0000/.test(text)) {
+    throw new StatehouseError(
+      'HANDLER_OUTPUT_INVALID',
+      `handler "${handler}" returned a string with a NUL character (\\u0000), which Postgres cannot store; strip it`,
+      { retryable: false },
+    );
+  }
+  return JSON.parse(text);
 }

@@ -6,11 +6,14 @@ import type { JobData } from './queues.ts';
 /**
  * The saga the engine drives, in SQL on the caller's transaction: completed compensable
  * runs are recorded as steps; `compensateCompleted()` undoes them newest first, one
- * compensation job at a time; each compensation's outcome moves the saga on.
+ * compensation job at a time; each compensation's outcome moves the saga on. Every
+ * function here locks the entity's row before its saga steps, so they serialise per entity.
  */
 
 export interface SagaDeps {
   notifyChannel: string;
+  /** Whether this engine can run `handler`'s compensation. */
+  canCompensate: (handler: string) => boolean;
   /** Enqueues a compensation job on the same transaction. */
   enqueueCompensation: (client: pg.ClientBase, data: JobData) => Promise<void>;
 }
@@ -20,6 +23,8 @@ interface Cause {
   version: number;
   type: string;
 }
+
+type Entity = { machine: string; entityId: string };
 
 /** Records a completed compensable run as the entity's newest saga step. */
 export async function recordSagaStep(client: pg.ClientBase, data: JobData, result: unknown): Promise<void> {
@@ -38,15 +43,26 @@ export async function recordSagaStep(client: pg.ClientBase, data: JobData, resul
   );
 }
 
-/** Starts undoing the entity's completed steps; with none, the saga is compensated at once. */
+/**
+ * Starts undoing the entity's completed steps; with none, the saga is compensated at once.
+ * A saga already compensating, or waiting for attention, is not started a second time.
+ */
 export async function startCompensation(
   client: pg.ClientBase,
-  entity: { machine: string; entityId: string },
+  entity: Entity,
   cause: Cause,
   deps: SagaDeps,
 ): Promise<void> {
+  const { rows } = await client.query<{ sagaState: string | null }>(
+    `select saga_state as "sagaState" from entities where machine = $1 and entity_id = $2 for update`,
+    [entity.machine, entity.entityId],
+  );
+  if (rows[0]?.sagaState) return;
+  // The status shows at once, also for machines without a `compensating` tag.
   await client.query(
-    `update entities set saga_state = 'compensating' where machine = $1 and entity_id = $2`,
+    `update entities set saga_state = 'compensating',
+            status = case when status = 'active' then 'compensating' else status end
+     where machine = $1 and entity_id = $2`,
     [entity.machine, entity.entityId],
   );
   await compensateNext(client, entity, cause, deps);
@@ -61,45 +77,58 @@ export async function onCompensationOutcome(
   deps: SagaDeps,
 ): Promise<void> {
   const entity = { machine: data.machine, entityId: data.entityId };
+  await lockEntity(client, entity);
   if (outcome.ok) {
     await client.query(
       `update saga_steps set status = 'compensated', error = null, updated_at = now() where step_key = $1`,
       [data.saga.stepKey],
     );
-    await client.query(
-      `update entities set saga_state = 'compensating' where machine = $1 and entity_id = $2`,
-      [entity.machine, entity.entityId],
-    );
     await compensateNext(client, entity, cause, deps);
     return;
   }
-  await client.query(
-    `update saga_steps set status = 'compensation-failed', error = $2, updated_at = now() where step_key = $1`,
-    [data.saga.stepKey, JSON.stringify(outcome.error ?? null)],
+  await failStep(
+    client,
+    entity,
+    data.saga.stepKey,
+    data.handler,
+    { ...asObject(outcome.error), jobId: outcome.jobId },
+    deps,
   );
+}
+
+/** Makes a failed step's saga compensate again (an operator re-runs its undo). */
+export async function reopenStep(client: pg.ClientBase, entity: Entity, stepKey: string): Promise<void> {
+  await lockEntity(client, entity);
   await client.query(
-    `update entities set saga_state = 'needs-attention' where machine = $1 and entity_id = $2`,
+    `update entities set saga_state = 'compensating' where machine = $1 and entity_id = $2`,
     [entity.machine, entity.entityId],
   );
-  await appendEngineEvent(client, entity, 'saga.compensationFailed', deps, {
-    handler: data.handler,
-    jobId: outcome.jobId,
-    error: outcome.error,
-  });
+  await client.query(
+    `update saga_steps set status = 'compensating', updated_at = now() where step_key = $1`,
+    [stepKey],
+  );
 }
 
 async function compensateNext(
   client: pg.ClientBase,
-  entity: { machine: string; entityId: string },
+  entity: Entity,
   cause: Cause,
   deps: SagaDeps,
 ): Promise<void> {
-  const { rows } = await client.query<{ stepKey: string; handler: string; input: unknown; result: unknown }>(
-    `select step_key as "stepKey", handler, input, result from saga_steps
-     where machine = $1 and entity_id = $2 and status = 'done'
-     order by seq desc limit 1 for update`,
+  const { rows } = await client.query<{
+    stepKey: string;
+    handler: string;
+    input: unknown;
+    result: unknown;
+    status: string;
+  }>(
+    `select step_key as "stepKey", handler, input, result, status from saga_steps
+     where machine = $1 and entity_id = $2 and status <> 'compensated'
+     order by seq desc`,
     [entity.machine, entity.entityId],
   );
+  // One chain at a time: while an undo runs or waits for an operator, nothing else starts.
+  if (rows.some((step) => step.status === 'compensating' || step.status === 'compensation-failed')) return;
   const step = rows[0];
   if (!step) {
     await client.query(`update entities set saga_state = null where machine = $1 and entity_id = $2`, [
@@ -107,6 +136,21 @@ async function compensateNext(
       entity.entityId,
     ]);
     await appendEngineEvent(client, entity, 'saga.compensated', deps, null);
+    return;
+  }
+  if (!deps.canCompensate(step.handler)) {
+    await failStep(
+      client,
+      entity,
+      step.stepKey,
+      step.handler,
+      {
+        name: 'HandlerNotFound',
+        code: 'HANDLER_NOT_FOUND',
+        message: `handler "${step.handler}" with a compensate function is not registered in this engine; register it, then retry the saga's step`,
+      },
+      deps,
+    );
     return;
   }
   await client.query(
@@ -126,9 +170,47 @@ async function compensateNext(
   });
 }
 
+async function failStep(
+  client: pg.ClientBase,
+  entity: Entity,
+  stepKey: string,
+  handler: string,
+  error: Record<string, unknown>,
+  deps: SagaDeps,
+): Promise<void> {
+  await client.query(
+    `update saga_steps set status = 'compensation-failed', error = $2, updated_at = now() where step_key = $1`,
+    [stepKey, JSON.stringify(error)],
+  );
+  await client.query(
+    `update entities set saga_state = 'needs-attention',
+            status = case when status <> 'failed' then 'needs-attention' else status end
+     where machine = $1 and entity_id = $2`,
+    [entity.machine, entity.entityId],
+  );
+  await appendEngineEvent(client, entity, 'saga.compensationFailed', deps, {
+    handler,
+    jobId: error.jobId ?? null,
+    error,
+  });
+}
+
+async function lockEntity(client: pg.ClientBase, entity: Entity): Promise<void> {
+  await client.query('select 1 from entities where machine = $1 and entity_id = $2 for update', [
+    entity.machine,
+    entity.entityId,
+  ]);
+}
+
+function asObject(value: unknown): Record<string, unknown> {
+  return value !== null && typeof value === 'object'
+    ? { ...(value as Record<string, unknown>) }
+    : { message: String(value) };
+}
+
 async function appendEngineEvent(
   client: pg.ClientBase,
-  entity: { machine: string; entityId: string },
+  entity: Entity,
   type: string,
   deps: SagaDeps,
   data: unknown,
