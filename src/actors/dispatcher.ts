@@ -40,7 +40,8 @@ const CLAIM_SQL = `
 select machine, entity_id as "entityId", machine_version as "machineVersion", snapshot,
        applied_version as "appliedVersion"
 from entities
-where applied_version < last_version and status <> 'failed' and machine = any($2::text[])
+where pending_since is not null and status <> 'failed' and applied_version < last_version
+  and machine = any($2::text[])
 order by pending_since
 limit $1
 for update skip locked`;

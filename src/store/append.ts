@@ -38,7 +38,9 @@ bumped as (
   select machine, entity_id, n, now() from counts order by machine, entity_id
   on conflict (machine, entity_id) do update
     set last_version = en.last_version + excluded.last_version,
-        pending_since = case when en.applied_version < en.last_version then en.pending_since else now() end
+        -- Unchanged while the entity is already pending: then no indexed column changes
+        -- and the update can be HOT (migration 0004).
+        pending_since = coalesce(en.pending_since, now())
   returning en.machine, en.entity_id, en.last_version
 )
 insert into events (message_id, machine, entity_id, version, type, schema_version, data, metadata,
