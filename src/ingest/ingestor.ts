@@ -9,11 +9,12 @@ import pg from 'pg';
 import { isRetryableDatabaseError, sleep, withTransaction } from '../db/index.ts';
 import { StatehouseError } from '../errors/index.ts';
 import type { Logger } from '../shared/logger.ts';
-import { appendEvents, isDuplicateMessageError, type NewEvent } from '../store/index.ts';
+import { encodeEvents, isDuplicateMessageError, type NewEvent } from '../store/index.ts';
 import type { WorkflowRegistry } from '../workflows/index.ts';
 import { BatchReader } from './batches.ts';
 import { type ParseResult, parseMessage, type RawMessage } from './envelope.ts';
 import { type QuarantinedMessage, quarantineMessages } from './quarantine.ts';
+import { storeBatch } from './store-batch.ts';
 import { ensureConsumer } from './stream.ts';
 
 export interface IngestorOptions {
@@ -212,7 +213,9 @@ export class Ingestor {
       }
       return { seq: raw.seq, raw, parsed: parseMessage(raw, registry, { maxPayloadBytes }) };
     });
-    return { messages: batch, items, top };
+    // Encoded now, while the previous batch's statement runs; all but redeliveries are fresh.
+    const encoded = encodeEvents(items.flatMap(({ parsed }) => (parsed.ok ? [parsed.event] : [])));
+    return { messages: batch, items, top, encoded };
   }
 
   /** Keeps retrying the same batch while Postgres is away: moving on would break order. */
@@ -248,18 +251,16 @@ export class Ingestor {
     let last = checkpoint;
     for (const item of fresh) if (item.seq > last) last = item.seq;
     if (fresh.length > 0) {
+      const encoded = fresh.length === batch.items.length ? batch.encoded : encodeEvents(events);
       await withTransaction(
         pool,
         async (client) => {
-          await appendEvents(client, events, { notifyChannel });
+          const advanced = await storeBatch(client, { encoded, stream, checkpoint, last, notifyChannel });
+          if (!advanced) throw new LeadershipLost(stream);
           await quarantineMessages(client, quarantined);
-          const advanced = await client.query(
-            'update ingest_checkpoints set last_seq = $3, updated_at = now() where stream = $1 and last_seq = $2',
-            [stream, checkpoint, last],
-          );
-          if (advanced.rowCount !== 1) throw new LeadershipLost(stream);
         },
-        { retries: 3, alsoRetry: isDuplicateMessageError },
+        // Without quarantined messages the batch is one statement: no begin and commit.
+        { retries: 3, alsoRetry: isDuplicateMessageError, autocommit: quarantined.length === 0 },
       );
       this.#stored += fresh.length;
       for (const q of quarantined) {
@@ -283,6 +284,8 @@ interface PreparedBatch {
   items: Array<{ seq: number; raw: RawMessage; parsed: ParseResult }>;
   /** The message with the highest stream sequence: its ack acknowledges the batch. */
   top: JsMsg;
+  /** Every parsed event, encoded for the store. */
+  encoded: string;
 }
 
 function toRaw(msg: JsMsg, stream: string): RawMessage {
