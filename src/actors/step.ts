@@ -1,4 +1,4 @@
-import { type AnyMachineSnapshot, type AnyStateMachine, initialTransition, transition } from 'xstate';
+import type { AnyMachineSnapshot, AnyStateMachine } from 'xstate';
 import { describeError, StatehouseError } from '../errors/index.ts';
 import type { StoredEvent } from '../store/index.ts';
 import {
@@ -10,6 +10,7 @@ import {
   type Workflow,
   type WorkflowRegistry,
 } from '../workflows/index.ts';
+import { pureInitialTransition, pureTransition } from './pure.ts';
 
 export type EntityStatus = 'active' | 'done' | 'failed' | 'compensating' | 'needs-attention';
 
@@ -83,13 +84,13 @@ export function applyEvents(
     try {
       const planned: PlannedEffect[] = [];
       if (!snapshot) {
-        const [initial, actions] = initialTransition(machine, { entityId: entity.entityId });
+        const [initial, actions] = pureInitialTransition(machine, { entityId: entity.entityId });
         snapshot = initial;
         planned.push(...plan(actions, entity, event, 0));
       }
       const spec = workflow?.events[event.type];
       const data = spec ? upcast(spec, event.schemaVersion, event.data) : event.data;
-      const [next, actions] = transition(machine, snapshot, { type: event.type, data } as never);
+      const [next, actions] = pureTransition(machine, snapshot, { type: event.type, data } as never);
       planned.push(...plan(actions, entity, event, planned.length));
       for (const { effect } of planned) {
         if (
