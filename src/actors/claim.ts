@@ -1,0 +1,64 @@
+import type pg from 'pg';
+import type { StoredEvent } from '../store/index.ts';
+import type { EntityRow } from './step.ts';
+
+/**
+ * Claims up to `$1` entities with unapplied events (FOR UPDATE SKIP LOCKED: one
+ * transaction in the whole cluster holds an entity) and reads their next events, at most
+ * `$3` each, in version order, in one round trip. The events come as one JSON array per
+ * entity, which Postgres builds and Node parses natively.
+ */
+const CLAIM_SQL = `
+with claimed as (
+  select machine, entity_id, machine_version, snapshot, applied_version, pending_since
+  from entities
+  where pending_since is not null and status <> 'failed' and applied_version < last_version
+    and machine = any($2::text[])
+  order by pending_since
+  limit $1
+  for update skip locked
+)
+select c.machine, c.entity_id as "entityId", c.machine_version as "machineVersion", c.snapshot,
+       c.applied_version as "appliedVersion",
+       (select coalesce(jsonb_agg(jsonb_build_object(
+                 'position', e.position, 'machine', e.machine, 'entityId', e.entity_id,
+                 'version', e.version, 'type', e.type, 'schemaVersion', e.schema_version,
+                 'data', e.data, 'metadata', e.metadata, 'messageId', e.message_id,
+                 'source', e.source, 'subject', e.subject, 'natsStream', e.nats_stream,
+                 'natsSeq', e.nats_seq, 'publishedAt', e.published_at, 'recordedAt', e.recorded_at)
+               order by e.version), '[]'::jsonb)
+        from events e
+        where e.machine = c.machine and e.entity_id = c.entity_id
+          and e.version > c.applied_version and e.version <= c.applied_version + $3) as events
+from claimed c
+order by c.pending_since`;
+
+type JsonEvent = Omit<StoredEvent, 'publishedAt' | 'recordedAt'> & {
+  publishedAt: string | null;
+  recordedAt: string;
+};
+
+export interface ClaimedEntity {
+  entity: EntityRow;
+  events: StoredEvent[];
+}
+
+/** Must run inside the transaction that will save the entities: the claim lasts until it ends. */
+export async function claimEntities(
+  client: pg.ClientBase,
+  options: { limit: number; machines: readonly string[]; eventsPerEntity: number },
+): Promise<ClaimedEntity[]> {
+  const { rows } = await client.query<EntityRow & { events: JsonEvent[] }>({
+    name: 'statehouse.claim-entities',
+    text: CLAIM_SQL,
+    values: [options.limit, options.machines, options.eventsPerEntity],
+  });
+  return rows.map(({ events, ...entity }) => ({
+    entity,
+    events: events.map((e) => ({
+      ...e,
+      publishedAt: e.publishedAt === null ? null : new Date(e.publishedAt),
+      recordedAt: new Date(e.recordedAt),
+    })),
+  }));
+}
