@@ -6,7 +6,8 @@ import type { EntityRow } from './step.ts';
  * Claims up to `$1` entities with unapplied events (FOR UPDATE SKIP LOCKED: one
  * transaction in the whole cluster holds an entity) and reads their next events, at most
  * `$3` each, in version order, in one round trip. The events come as one JSON array per
- * entity, which Postgres builds and Node parses natively.
+ * entity, which Postgres builds and Node parses natively (json, not jsonb: building
+ * jsonb cost Postgres twice as much).
  */
 const CLAIM_SQL = `
 with claimed as (
@@ -20,13 +21,13 @@ with claimed as (
 )
 select c.machine, c.entity_id as "entityId", c.machine_version as "machineVersion", c.snapshot,
        c.applied_version as "appliedVersion",
-       (select coalesce(jsonb_agg(jsonb_build_object(
+       (select coalesce(json_agg(json_build_object(
                  'position', e.position, 'machine', e.machine, 'entityId', e.entity_id,
                  'version', e.version, 'type', e.type, 'schemaVersion', e.schema_version,
                  'data', e.data, 'metadata', e.metadata, 'messageId', e.message_id,
                  'source', e.source, 'subject', e.subject, 'natsStream', e.nats_stream,
                  'natsSeq', e.nats_seq, 'publishedAt', e.published_at, 'recordedAt', e.recorded_at)
-               order by e.version), '[]'::jsonb)
+               order by e.version), '[]'::json)
         from events e
         where e.machine = c.machine and e.entity_id = c.entity_id
           and e.version > c.applied_version and e.version <= c.applied_version + $3) as events
