@@ -22,11 +22,14 @@ export interface EntityRow {
   appliedVersion: number;
 }
 
+/** What a step reads of a stored event. */
+export type StepEvent = Pick<StoredEvent, 'position' | 'version' | 'type' | 'schemaVersion' | 'data'>;
+
 export interface PlannedEffect {
   effect: Effect;
   /** Stable across retries and re-deliveries: the handler's idempotency key. */
   key: string;
-  causedBy: StoredEvent;
+  causedBy: StepEvent;
 }
 
 export interface StepResult {
@@ -47,7 +50,7 @@ export interface StepResult {
 export function applyEvents(
   registry: WorkflowRegistry,
   entity: EntityRow,
-  events: readonly StoredEvent[],
+  events: readonly StepEvent[],
   acceptsHandler: (effect: JobEffect) => boolean = () => true,
 ): StepResult {
   const resolved = resolveVersion(registry, entity);
@@ -159,7 +162,7 @@ function resolveVersion(
 function plan(
   actions: ReadonlyArray<Parameters<typeof effectOf>[0]>,
   entity: EntityRow,
-  event: StoredEvent,
+  event: StepEvent,
   offset: number,
 ): PlannedEffect[] {
   const planned: PlannedEffect[] = [];
