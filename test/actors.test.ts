@@ -81,13 +81,21 @@ describe('steps', () => {
 
   it('invariant atomic step: a step that fails to commit leaves no state change, no job and no emitted event', async () => {
     let failures = 3;
+    // Once the failures are used up, steps wait here until the test has looked: otherwise
+    // the next step (the other dispatch loop may take it at once) can commit before the
+    // check below reads the tables.
+    let release = () => {};
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
     await t.startEngine({
       hooks: {
-        beforeStepCommit: () => {
+        beforeStepCommit: async () => {
           if (failures > 0) {
             failures--;
             throw new Error('simulated crash before the step commits');
           }
+          await released;
         },
       },
     });
@@ -100,6 +108,7 @@ describe('steps', () => {
               (select count(*) from outbox)::int as outbox`,
     );
     expect(during.rows[0]).toEqual({ jobs: 0, applied: 0, outbox: 0 });
+    release();
     // Once steps commit, each one's work happens exactly once.
     await waitFor('at-1 cancelled', async () => (await entityRow(t.pool, 'at-1'))?.state === 'cancelled');
     const { rows } = await t.pool.query<{ name: string; n: number }>(

@@ -13,7 +13,8 @@ const CLAIM_AND_READ_SQL = `
 with claimed as (
   select entity_id, snapshot, applied_version
   from entities
-  where applied_version < last_version and status <> 'failed' and machine = $1
+  where pending_since is not null and status <> 'failed' and applied_version < last_version
+    and machine = $1
   order by pending_since
   limit $2
   for update skip locked

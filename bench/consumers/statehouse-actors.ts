@@ -100,7 +100,8 @@ async function measureThroughput(
   // Unapplied events, read through the dispatcher's own partial index: cheap, and cheaper
   // as the backlog shrinks.
   const backlogSql = `select coalesce(sum(last_version - applied_version), 0)::int as n from entities
-     where applied_version < last_version and status <> 'failed' and machine = $1`;
+     where pending_since is not null and status <> 'failed' and applied_version < last_version
+       and machine = $1`;
   const backlog = async () => (await watch.query<{ n: number }>(backlogSql, [MACHINE])).rows[0]?.n ?? 0;
   const total = input.events;
   if ((await backlog()) !== total) throw new Error(`expected ${total} pending events before the start`);

@@ -1,4 +1,4 @@
-import { type AnyMachineSnapshot, type AnyStateMachine, initialTransition, transition } from 'xstate';
+import type { AnyMachineSnapshot, AnyStateMachine } from 'xstate';
 import { describeError, StatehouseError } from '../errors/index.ts';
 import type { StoredEvent } from '../store/index.ts';
 import {
@@ -10,6 +10,7 @@ import {
   type Workflow,
   type WorkflowRegistry,
 } from '../workflows/index.ts';
+import { pureInitialTransition, pureTransition } from './pure.ts';
 
 export type EntityStatus = 'active' | 'done' | 'failed' | 'compensating' | 'needs-attention';
 
@@ -21,11 +22,14 @@ export interface EntityRow {
   appliedVersion: number;
 }
 
+/** What a step reads of a stored event. */
+export type StepEvent = Pick<StoredEvent, 'position' | 'version' | 'type' | 'schemaVersion' | 'data'>;
+
 export interface PlannedEffect {
   effect: Effect;
   /** Stable across retries and re-deliveries: the handler's idempotency key. */
   key: string;
-  causedBy: StoredEvent;
+  causedBy: StepEvent;
 }
 
 export interface StepResult {
@@ -46,7 +50,7 @@ export interface StepResult {
 export function applyEvents(
   registry: WorkflowRegistry,
   entity: EntityRow,
-  events: readonly StoredEvent[],
+  events: readonly StepEvent[],
   acceptsHandler: (effect: JobEffect) => boolean = () => true,
 ): StepResult {
   const resolved = resolveVersion(registry, entity);
@@ -83,13 +87,13 @@ export function applyEvents(
     try {
       const planned: PlannedEffect[] = [];
       if (!snapshot) {
-        const [initial, actions] = initialTransition(machine, { entityId: entity.entityId });
+        const [initial, actions] = pureInitialTransition(machine, { entityId: entity.entityId });
         snapshot = initial;
         planned.push(...plan(actions, entity, event, 0));
       }
       const spec = workflow?.events[event.type];
       const data = spec ? upcast(spec, event.schemaVersion, event.data) : event.data;
-      const [next, actions] = transition(machine, snapshot, { type: event.type, data } as never);
+      const [next, actions] = pureTransition(machine, snapshot, { type: event.type, data } as never);
       planned.push(...plan(actions, entity, event, planned.length));
       for (const { effect } of planned) {
         if (
@@ -158,7 +162,7 @@ function resolveVersion(
 function plan(
   actions: ReadonlyArray<Parameters<typeof effectOf>[0]>,
   entity: EntityRow,
-  event: StoredEvent,
+  event: StepEvent,
   offset: number,
 ): PlannedEffect[] {
   const planned: PlannedEffect[] = [];

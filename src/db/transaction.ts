@@ -27,6 +27,11 @@ export interface TransactionOptions {
   retries?: number;
   /** Failures specific to this work that are also worth running again (e.g. a lost race). */
   alsoRetry?: (error: unknown) => boolean;
+  /**
+   * `work` sends exactly one statement, which Postgres runs as its own transaction: no
+   * begin and commit round trips. Only for work that writes nothing after a failure.
+   */
+  autocommit?: boolean;
 }
 
 /**
@@ -41,7 +46,7 @@ export async function withTransaction<T>(
   const retries = options.retries ?? 5;
   for (let attempt = 0; ; attempt++) {
     try {
-      return await runOnce(pool, work);
+      return await runOnce(pool, work, options.autocommit ?? false);
     } catch (error) {
       if (attempt >= retries || !(isRetryableDatabaseError(error) || options.alsoRetry?.(error))) throw error;
       await sleep(Math.min(2000, 20 * 2 ** attempt) * (0.5 + Math.random()));
@@ -49,7 +54,11 @@ export async function withTransaction<T>(
   }
 }
 
-async function runOnce<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+async function runOnce<T>(
+  pool: pg.Pool,
+  work: (client: pg.PoolClient) => Promise<T>,
+  autocommit: boolean,
+): Promise<T> {
   const client = await pool.connect();
   let broken = false;
   // A checked-out client that loses its connection emits 'error'; unheard, that would
@@ -59,13 +68,13 @@ async function runOnce<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promis
   };
   client.on('error', onError);
   try {
-    await client.query('begin');
+    if (!autocommit) await client.query('begin');
     const result = await work(client);
-    await client.query('commit');
+    if (!autocommit) await client.query('commit');
     return result;
   } catch (error) {
     try {
-      await client.query('rollback');
+      if (!autocommit) await client.query('rollback');
     } catch {
       broken = true;
     }

@@ -95,7 +95,8 @@ export async function resumeEntity(
     );
   }
   await pool.query(
-    `update entities set status = 'active', error = null, pending_since = now(), updated_at = now()
+    `update entities set status = 'active', error = null, updated_at = now(),
+            pending_since = case when applied_version < last_version then now() end
      where machine = $1 and entity_id = $2 and status = 'failed'`,
     [entity.machine, entityId],
   );

@@ -218,6 +218,8 @@ function readEnvelope(raw: RawMessage): Envelope {
     };
   }
 
+  const fast = plainFastPath(value);
+  if (fast) return { ok: true, ...fast, messageId: undefined, metadata: traced };
   const plain = plainEnvelope.safeParse(value);
   if (!plain.success) {
     return {
@@ -234,6 +236,21 @@ function readEnvelope(raw: RawMessage): Envelope {
     messageId: undefined,
     metadata: traced,
   };
+}
+
+/**
+ * The common case of `plainEnvelope` checked by hand: zod's object parse costs more than
+ * the rest of the envelope. Undefined when the value is not a valid plain envelope; zod
+ * then runs to say why.
+ */
+function plainFastPath(value: unknown): { type: string; data: unknown; schemaVersion: number } | undefined {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined;
+  const { type, data, schemaVersion } = value as Record<string, unknown>;
+  if (typeof type !== 'string' || type.length < 1 || type.length > 200) return undefined;
+  if (schemaVersion === undefined) return { type, data: data ?? null, schemaVersion: 1 };
+  if (typeof schemaVersion !== 'number' || !Number.isInteger(schemaVersion) || schemaVersion < 1)
+    return undefined;
+  return { type, data: data ?? null, schemaVersion };
 }
 
 function decodeJson(bytes: Uint8Array): { ok: true; value: unknown } | { ok: false; reason: string } {

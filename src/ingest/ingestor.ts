@@ -1,13 +1,20 @@
-import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
+import {
+  AckPolicy,
+  type ConsumerMessages,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from '@nats-io/jetstream';
 import pg from 'pg';
 import { isRetryableDatabaseError, sleep, withTransaction } from '../db/index.ts';
 import { StatehouseError } from '../errors/index.ts';
 import type { Logger } from '../shared/logger.ts';
-import { appendEvents, isDuplicateMessageError, type NewEvent } from '../store/index.ts';
+import { encodeEvents, isDuplicateMessageError, type NewEvent } from '../store/index.ts';
 import type { WorkflowRegistry } from '../workflows/index.ts';
 import { BatchReader } from './batches.ts';
 import { type ParseResult, parseMessage, type RawMessage } from './envelope.ts';
 import { type QuarantinedMessage, quarantineMessages } from './quarantine.ts';
+import { storeBatch } from './store-batch.ts';
 import { ensureConsumer } from './stream.ts';
 
 export interface IngestorOptions {
@@ -166,15 +173,21 @@ export class Ingestor {
   /**
    * A consumer that delivered past the checkpoint belongs to a leader that died with
    * messages in hand; those would be redelivered only after newer ones, breaking order.
-   * Recreating the consumer at the checkpoint makes delivery resume in order.
+   * Recreating the consumer at the checkpoint makes delivery resume in order. A consumer
+   * made by an older statehouse with explicit acks is recreated the same way: a
+   * consumer's ack policy cannot be changed.
    */
   async #resumeConsumerAt(checkpoint: number): Promise<void> {
     const { jsm, stream, consumer, ackWaitMs, maxDeliver, batchSize } = this.#o;
     const settings = { stream, consumer, ackWaitMs, maxDeliver, maxAckPending: batchSize * 4 };
     const info = await jsm.consumers.info(stream, consumer).catch(() => undefined);
     const deliveredPast = info !== undefined && info.delivered.stream_seq > checkpoint;
+    const oldPolicy = info !== undefined && info.config.ack_policy !== AckPolicy.All;
     const fresh = info === undefined && checkpoint > 0;
-    await ensureConsumer(jsm, deliveredPast || fresh ? { ...settings, startSeq: checkpoint + 1 } : settings);
+    await ensureConsumer(
+      jsm,
+      deliveredPast || oldPolicy || fresh ? { ...settings, startSeq: checkpoint + 1 } : settings,
+    );
   }
 
   async #readCheckpoint(): Promise<number> {
@@ -187,17 +200,25 @@ export class Ingestor {
     return rows[0]!.last_seq;
   }
 
-  /** Keeps retrying the same batch while Postgres is away: moving on would break order. */
   /** Parses a batch; which messages are new is decided at store time, against the checkpoint. */
   #prepare(batch: JsMsg[]): PreparedBatch {
     const { registry, stream, maxPayloadBytes } = this.#o;
+    let top = batch[0]!;
+    let topSeq = 0;
     const items = batch.map((msg) => {
       const raw = toRaw(msg, stream);
+      if (raw.seq > topSeq) {
+        top = msg;
+        topSeq = raw.seq;
+      }
       return { seq: raw.seq, raw, parsed: parseMessage(raw, registry, { maxPayloadBytes }) };
     });
-    return { messages: batch, items };
+    // Encoded now, while the previous batch's statement runs; all but redeliveries are fresh.
+    const encoded = encodeEvents(items.flatMap(({ parsed }) => (parsed.ok ? [parsed.event] : [])));
+    return { messages: batch, items, top, encoded };
   }
 
+  /** Keeps retrying the same batch while Postgres is away: moving on would break order. */
   async #storeWithRetry(batch: PreparedBatch, checkpoint: number): Promise<number> {
     for (let attempt = 0; ; attempt++) {
       try {
@@ -227,20 +248,19 @@ export class Ingestor {
       if (parsed.ok) events.push(parsed.event);
       else quarantined.push({ raw, ...parsed });
     }
-    const last = fresh.reduce((max, item) => Math.max(max, item.seq), checkpoint);
+    let last = checkpoint;
+    for (const item of fresh) if (item.seq > last) last = item.seq;
     if (fresh.length > 0) {
+      const encoded = fresh.length === batch.items.length ? batch.encoded : encodeEvents(events);
       await withTransaction(
         pool,
         async (client) => {
-          await appendEvents(client, events, { notifyChannel });
+          const advanced = await storeBatch(client, { encoded, stream, checkpoint, last, notifyChannel });
+          if (!advanced) throw new LeadershipLost(stream);
           await quarantineMessages(client, quarantined);
-          const advanced = await client.query(
-            'update ingest_checkpoints set last_seq = $3, updated_at = now() where stream = $1 and last_seq = $2',
-            [stream, checkpoint, last],
-          );
-          if (advanced.rowCount !== 1) throw new LeadershipLost(stream);
         },
-        { retries: 3, alsoRetry: isDuplicateMessageError },
+        // Without quarantined messages the batch is one statement: no begin and commit.
+        { retries: 3, alsoRetry: isDuplicateMessageError, autocommit: quarantined.length === 0 },
       );
       this.#stored += fresh.length;
       for (const q of quarantined) {
@@ -251,7 +271,10 @@ export class Ingestor {
       }
     }
     await hooks?.afterCommit?.(batch.messages);
-    for (const msg of batch.messages) msg.ack();
+    // The consumer acks all (AckPolicy.All): acking the batch's highest sequence acks every
+    // message up to it, and all of those are stored, this batch's just now and the older
+    // ones before (the checkpoint covers them).
+    batch.top.ack();
     return last;
   }
 }
@@ -259,17 +282,25 @@ export class Ingestor {
 interface PreparedBatch {
   messages: JsMsg[];
   items: Array<{ seq: number; raw: RawMessage; parsed: ParseResult }>;
+  /** The message with the highest stream sequence: its ack acknowledges the batch. */
+  top: JsMsg;
+  /** Every parsed event, encoded for the store. */
+  encoded: string;
 }
 
 function toRaw(msg: JsMsg, stream: string): RawMessage {
   const headers: Record<string, string> = {};
-  if (msg.headers) for (const key of msg.headers.keys()) headers[key] = msg.headers.get(key);
+  // Iterating gives each header's values as stored (first one wins, as headers.get does),
+  // without get()'s search through every key for each one.
+  if (msg.headers) for (const [key, values] of msg.headers) headers[key] = values[0] ?? '';
+  // The reply subject is parsed once (msg.info caches it), for the sequence and the time.
+  const { streamSequence, timestampNanos } = msg.info;
   return {
     subject: msg.subject,
     data: msg.data,
     headers,
     stream,
-    seq: msg.seq,
-    publishedAt: new Date(Number(msg.timestampNanos / 1_000_000n)),
+    seq: streamSequence,
+    publishedAt: new Date(Math.floor(timestampNanos / 1_000_000)),
   };
 }

@@ -58,13 +58,18 @@ export interface ConsumerSettings {
   startSeq?: number;
 }
 
-/** Creates the durable pull consumer; with `startSeq`, replaces it so delivery resumes exactly there. */
+/**
+ * Creates the durable pull consumer; with `startSeq`, replaces it so delivery resumes exactly
+ * there. The consumer acks all (AckPolicy.All): the one reader stores in stream order, so one
+ * ack per batch, of its highest sequence, acknowledges the batch. A consumer with another
+ * ack policy must be replaced with `startSeq` (the policy of a consumer cannot be updated).
+ */
 export async function ensureConsumer(jsm: JetStreamManager, settings: ConsumerSettings): Promise<void> {
   const { stream, consumer, startSeq } = settings;
   if (startSeq !== undefined) await jsm.consumers.delete(stream, consumer).catch(ignoreNotFound);
   const config = {
     durable_name: consumer,
-    ack_policy: AckPolicy.Explicit,
+    ack_policy: AckPolicy.All,
     ack_wait: settings.ackWaitMs * 1_000_000,
     max_deliver: settings.maxDeliver,
     max_ack_pending: settings.maxAckPending,
@@ -77,7 +82,12 @@ export async function ensureConsumer(jsm: JetStreamManager, settings: ConsumerSe
     throw error;
   });
   if (!existing) await jsm.consumers.add(stream, config);
-  else if (
+  else if (existing.config.ack_policy !== AckPolicy.All) {
+    throw new ServiceUnavailableError(
+      `consumer "${consumer}" of stream "${stream}" acks ${existing.config.ack_policy}, not all; replace it at the ingest checkpoint (startSeq)`,
+      { retryable: false },
+    );
+  } else if (
     existing.config.ack_wait !== config.ack_wait ||
     existing.config.max_deliver !== config.max_deliver ||
     existing.config.max_ack_pending !== config.max_ack_pending

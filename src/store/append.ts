@@ -2,14 +2,17 @@ import type pg from 'pg';
 import type { AppendResult, NewEvent } from './types.ts';
 
 /**
- * Appends a batch in one statement: drops message ids already stored (or repeated within
- * the batch), gives each entity's new events consecutive versions in batch order, and
- * marks those entities pending for the dispatcher. Must run inside a transaction; the
- * entity rows it touches stay locked until that transaction ends, which is what keeps
- * concurrent appends to one entity from interleaving versions.
+ * Appending a batch, as CTEs for one statement: drops message ids already stored (or
+ * repeated within the batch), gives each entity's new events consecutive versions in
+ * batch order, and marks those entities pending for the dispatcher. `$1` is the batch as
+ * `encodeEvents` makes it; the last CTE, `appended`, has one row per event appended. A
+ * `guard` (an SQL condition) appends nothing when false. The entity rows it touches stay
+ * locked until the transaction ends, which is what keeps concurrent appends to one entity
+ * from interleaving versions.
  */
-const APPEND_SQL = `
-with input as (
+export function appendCtes(guard = 'true'): string {
+  return `
+input as (
   -- One JSON document for the whole batch: cheaper to build and send than an array per column.
   select * from rows from (jsonb_to_recordset($1::jsonb) as (
     message_id text, machine text, entity_id text, type text, schema_version int, data jsonb,
@@ -17,6 +20,7 @@ with input as (
     published_at timestamptz)) with ordinality as t(
     message_id, machine, entity_id, type, schema_version, data, metadata, source, subject,
     nats_stream, nats_seq, published_at, ord)
+  where ${guard}
 ),
 -- Probing the unique index with the batch's ids stays cheap however long the history;
 -- a correlated NOT EXISTS let the planner pick a scan of the whole table while it is small.
@@ -38,21 +42,50 @@ bumped as (
   select machine, entity_id, n, now() from counts order by machine, entity_id
   on conflict (machine, entity_id) do update
     set last_version = en.last_version + excluded.last_version,
-        pending_since = case when en.applied_version < en.last_version then en.pending_since else now() end
+        -- Unchanged while the entity is already pending: then no indexed column changes
+        -- and the update can be HOT (migration 0004).
+        pending_since = coalesce(en.pending_since, now())
   returning en.machine, en.entity_id, en.last_version
-)
-insert into events (message_id, machine, entity_id, version, type, schema_version, data, metadata,
-                    source, subject, nats_stream, nats_seq, published_at)
-select f.message_id, f.machine, f.entity_id,
-       b.last_version - c.n + row_number() over (partition by f.machine, f.entity_id order by f.ord)::int,
-       -- jsonb_to_recordset reads a JSON null as SQL NULL; the event's data is JSON null then.
-       f.type, f.schema_version, coalesce(f.data, 'null'::jsonb), coalesce(f.metadata, '{}'::jsonb), f.source, f.subject, f.nats_stream, f.nats_seq, f.published_at
-from fresh f
-join counts c on c.machine = f.machine and c.entity_id = f.entity_id
-join bumped b on b.machine = f.machine and b.entity_id = f.entity_id
-order by f.ord
-returning position, machine, entity_id as "entityId", version, message_id as "messageId"`;
+),
+appended as (
+  insert into events (message_id, machine, entity_id, version, type, schema_version, data, metadata,
+                      source, subject, nats_stream, nats_seq, published_at)
+  select f.message_id, f.machine, f.entity_id,
+         b.last_version - c.n + row_number() over (partition by f.machine, f.entity_id order by f.ord)::int,
+         -- jsonb_to_recordset reads a JSON null as SQL NULL; the event's data is JSON null then.
+         f.type, f.schema_version, coalesce(f.data, 'null'::jsonb), coalesce(f.metadata, '{}'::jsonb), f.source, f.subject, f.nats_stream, f.nats_seq, f.published_at
+  from fresh f
+  join counts c on c.machine = f.machine and c.entity_id = f.entity_id
+  join bumped b on b.machine = f.machine and b.entity_id = f.entity_id
+  order by f.ord
+  returning position, machine, entity_id, version, message_id
+)`;
+}
 
+const APPEND_SQL = `with ${appendCtes()}
+select position, machine, entity_id as "entityId", version, message_id as "messageId" from appended`;
+
+/** The batch as the one JSON document `appendCtes` reads (`$1`). */
+export function encodeEvents(events: readonly NewEvent[]): string {
+  return JSON.stringify(
+    events.map((e) => ({
+      message_id: e.messageId,
+      machine: e.machine,
+      entity_id: e.entityId,
+      type: e.type,
+      schema_version: e.schemaVersion ?? 1,
+      data: e.data ?? null,
+      metadata: e.metadata ?? {},
+      source: e.source,
+      subject: e.subject ?? null,
+      nats_stream: e.natsStream ?? null,
+      nats_seq: e.natsSeq ?? null,
+      published_at: e.publishedAt ?? null,
+    })),
+  );
+}
+
+/** Appends a batch in one statement (see `appendCtes`). Must run inside a transaction. */
 export async function appendEvents(
   client: pg.ClientBase,
   events: readonly NewEvent[],
@@ -63,24 +96,7 @@ export async function appendEvents(
   const { rows } = await client.query({
     name: 'statehouse.append-events',
     text: APPEND_SQL,
-    values: [
-      JSON.stringify(
-        events.map((e) => ({
-          message_id: e.messageId,
-          machine: e.machine,
-          entity_id: e.entityId,
-          type: e.type,
-          schema_version: e.schemaVersion ?? 1,
-          data: e.data ?? null,
-          metadata: e.metadata ?? {},
-          source: e.source,
-          subject: e.subject ?? null,
-          nats_stream: e.natsStream ?? null,
-          nats_seq: e.natsSeq ?? null,
-          published_at: e.publishedAt ?? null,
-        })),
-      ),
-    ],
+    values: [encodeEvents(events)],
   });
   if (rows.length > 0 && options.notifyChannel) {
     // Delivered at commit, once per transaction: wakes the dispatchers.

@@ -1,4 +1,4 @@
-export { appendEvents, isDuplicateMessageError } from './append.ts';
+export { appendCtes, appendEvents, encodeEvents, isDuplicateMessageError } from './append.ts';
 export { type LogPage, type LogPosition, readGlobalLog, START_OF_LOG } from './global-log.ts';
 export { entityKey, groupByEntity, readPendingEvents, readStream } from './read.ts';
 export { type AppendToStreamOptions, appendToStream } from './stream.ts';

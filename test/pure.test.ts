@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import {
+  type AnyMachineSnapshot,
+  type AnyStateMachine,
+  assign,
+  fromPromise,
+  initialTransition,
+  raise,
+  setup,
+  transition,
+} from 'xstate';
+import { workflows } from '../machines/index.ts';
+import { pureInitialTransition, pureTransition } from '../src/actors/pure.ts';
+
+type Event = { type: string; data?: unknown };
+
+/** Runs the events through both and returns what can be compared: persisted snapshots, action types and params. */
+function run(
+  machine: AnyStateMachine,
+  input: unknown,
+  events: Event[],
+  initial: typeof initialTransition,
+  step: typeof transition,
+) {
+  const seen: unknown[] = [];
+  let [snapshot, actions] = initial(machine, input) as [
+    AnyMachineSnapshot,
+    Array<{ type: string; params?: unknown }>,
+  ];
+  seen.push(
+    machine.getPersistedSnapshot(snapshot),
+    actions.map((a) => [a.type, a.params]),
+  );
+  for (const event of events) {
+    [snapshot, actions] = step(machine, snapshot, event as never) as [
+      AnyMachineSnapshot,
+      Array<{ type: string; params?: unknown }>,
+    ];
+    seen.push(
+      machine.getPersistedSnapshot(snapshot),
+      actions.map((a) => [a.type, a.params]),
+    );
+  }
+  return JSON.parse(JSON.stringify(seen));
+}
+
+describe('pure transitions with a reused inert actor', () => {
+  it('give the same snapshots and actions as XState’s transition for the order saga', () => {
+    const order = workflows.find((w) => w.name === 'order')!.machine;
+    const events: Event[] = [
+      {
+        type: 'order.placed',
+        data: {
+          customerId: 'c-1',
+          items: [{ sku: 'A', quantity: 2 }],
+          amountCents: 1200,
+          paymentMethod: 'card',
+          address: 'x',
+        },
+      },
+      { type: 'reserveStock.done', data: { reservationId: 'r-1' } },
+      { type: 'chargePayment.failed', data: { error: { message: 'declined' } } },
+    ];
+    const input = { entityId: 'o-1' };
+    const ours = run(order, input, events, pureInitialTransition as never, pureTransition as never);
+    expect(ours).toEqual(run(order, input, events, initialTransition, transition));
+  });
+
+  it('give the same result for raised and delayed events, and a fresh system per call', () => {
+    const machine = setup({
+      actors: { work: fromPromise(async () => 1) },
+    }).createMachine({
+      context: { n: 0 },
+      initial: 'idle',
+      states: {
+        idle: {
+          on: {
+            go: {
+              target: 'busy',
+              actions: [assign({ n: ({ context }) => context.n + 1 }), raise({ type: 'inner' })],
+            },
+          },
+        },
+        busy: {
+          // A child with a systemId: registering it twice in one system would throw.
+          invoke: { src: 'work', systemId: 'worker' },
+          after: { 1000: 'idle' },
+          on: { inner: { actions: assign({ n: ({ context }) => context.n + 10 }) }, back: 'idle' },
+        },
+      },
+    });
+    const events: Event[] = [{ type: 'go' }, { type: 'back' }, { type: 'go' }];
+    const ours = run(machine, undefined, events, pureInitialTransition as never, pureTransition as never);
+    expect(ours).toEqual(run(machine, undefined, events, initialTransition, transition));
+    // Two separate entities entering the invoking state one after the other.
+    const [start] = pureInitialTransition(machine, undefined);
+    expect(() => {
+      pureTransition(machine, start, { type: 'go' });
+      pureTransition(machine, start, { type: 'go' });
+    }).not.toThrow();
+  });
+});
