@@ -337,7 +337,9 @@ export class JobRunner implements EffectSink {
       return log;
     };
     const timeout = new AbortController();
-    const signal = AbortSignal.any([job.signal, timeout.signal, this.#shutdown.signal]);
+    // Combined on first use: most handlers never look at it, and AbortSignal.any is not free.
+    let signal: AbortSignal | undefined;
+    const shutdown = this.#shutdown.signal;
     const ctx: HandlerContext = {
       idempotencyKey: key,
       attempt,
@@ -346,7 +348,10 @@ export class JobRunner implements EffectSink {
       get log() {
         return logger();
       },
-      signal,
+      get signal() {
+        signal ??= AbortSignal.any([job.signal, timeout.signal, shutdown]);
+        return signal;
+      },
     };
     let timer: NodeJS.Timeout | undefined;
     try {

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { AppendResult, NewEvent } from './types.ts';
+import type { AppendedEvent, AppendResult, NewEvent } from './types.ts';
 
 /**
  * Appending a batch, as CTEs for one statement: drops message ids already stored (or
@@ -65,6 +65,13 @@ appended as (
 const APPEND_SQL = `with ${appendCtes()}
 select position, machine, entity_id as "entityId", version, message_id as "messageId" from appended`;
 
+/** The same, queuing a NOTIFY on `$2` when anything was appended: one round trip, not two. */
+const APPEND_NOTIFY_SQL = `with ${appendCtes()}
+select position, machine, entity_id as "entityId", version, message_id as "messageId",
+       -- Uncorrelated, so evaluated once, and only when there is an appended row to return.
+       (select pg_notify($2, '')::text) as notified
+from appended`;
+
 /** The batch as the one JSON document `appendCtes` reads (`$1`). */
 export function encodeEvents(events: readonly NewEvent[]): string {
   return JSON.stringify(
@@ -92,17 +99,19 @@ export async function appendEvents(
   options: { notifyChannel?: string } = {},
 ): Promise<AppendResult> {
   if (events.length === 0) return { appended: [], duplicates: 0 };
-  // Named, so each connection plans the statement once instead of on every batch.
-  const { rows } = await client.query({
-    name: 'statehouse.append-events',
-    text: APPEND_SQL,
-    values: [encodeEvents(events)],
-  });
-  if (rows.length > 0 && options.notifyChannel) {
-    // Delivered at commit, once per transaction: wakes the dispatchers.
-    await client.query('select pg_notify($1, $2)', [options.notifyChannel, '']);
-  }
-  return { appended: rows, duplicates: events.length - rows.length };
+  // Named, so each connection plans the statement once instead of on every batch. The
+  // NOTIFY is delivered at commit, once per transaction: it wakes the dispatchers.
+  const { rows } = await client.query<AppendedEvent & { notified?: unknown }>(
+    options.notifyChannel
+      ? {
+          name: 'statehouse.append-events-notify',
+          text: APPEND_NOTIFY_SQL,
+          values: [encodeEvents(events), options.notifyChannel],
+        }
+      : { name: 'statehouse.append-events', text: APPEND_SQL, values: [encodeEvents(events)] },
+  );
+  const appended = rows.map(({ notified: _, ...event }) => event);
+  return { appended, duplicates: events.length - appended.length };
 }
 
 /** A unique violation on the message id: two writers raced to store the same message. */
