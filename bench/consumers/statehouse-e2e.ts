@@ -14,14 +14,18 @@ const SAGA = ['order.placed', 'reserveStock.done', 'chargePayment.done', 'shipOr
 export default defineTask({
   input: e2eInput,
   async run(input, clock) {
-    const engines = await startEngines(input.processes, {
-      DATABASE_URL: input.databaseUrl,
-      NATS_URL: input.natsUrl,
-      STATEHOUSE_STREAM: input.stream,
-      STATEHOUSE_EMIT_STREAM: input.emitStream,
-      STATEHOUSE_CONSUMER: input.consumer,
-      STATEHOUSE_SUBJECT_PREFIX: input.prefix,
-    });
+    const engines = await startEngines(
+      input.processes,
+      {
+        DATABASE_URL: input.databaseUrl,
+        NATS_URL: input.natsUrl,
+        STATEHOUSE_STREAM: input.stream,
+        STATEHOUSE_EMIT_STREAM: input.emitStream,
+        STATEHOUSE_CONSUMER: input.consumer,
+        STATEHOUSE_SUBJECT_PREFIX: input.prefix,
+      },
+      input.engineProfileDir,
+    );
     const db = new pg.Client({ connectionString: input.databaseUrl, application_name: 'bench-observer' });
     await db.connect();
     try {

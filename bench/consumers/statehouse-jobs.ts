@@ -53,6 +53,7 @@ export default defineTask({
       input: sentAt === undefined ? { n: i } : { n: i, sentAt },
       key: `bench-${i}`,
       causedBy: { position: i + 1, version: 1, type: 'bench.started' },
+      retryLimit: benchNoop.retry.limit,
     });
     if (input.mode === 'latency') {
       await runner.start();

@@ -17,6 +17,8 @@ export const e2eInput = z.object({
   /** `throughput`: publish as fast as NATS takes them; `latency`: `rate` orders/s. */
   mode: z.enum(['throughput', 'latency']).default('throughput'),
   rate: z.number().positive().default(100),
+  /** Write a CPU profile of each engine process (its whole life) into this folder. */
+  engineProfileDir: z.string().optional(),
 });
 export type E2eInput = z.infer<typeof e2eInput>;
 

@@ -12,7 +12,11 @@ export interface EngineProcesses {
  * Starts `count` engines with the demo machines, as `statehouse start` in their own
  * processes, each with `env`; resolves once all say they are running.
  */
-export async function startEngines(count: number, env: Record<string, string>): Promise<EngineProcesses> {
+export async function startEngines(
+  count: number,
+  env: Record<string, string>,
+  profileDir?: string,
+): Promise<EngineProcesses> {
   const children: ChildProcess[] = [];
   const stopAll = async () => {
     await Promise.all(
@@ -29,7 +33,8 @@ export async function startEngines(count: number, env: Record<string, string>): 
   };
   try {
     for (let i = 0; i < count; i++) {
-      const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'start'], {
+      const profile = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+      const child = spawn(process.execPath, [...profile, '--import', 'tsx', MAIN, 'start'], {
         env: { ...process.env, ...env, STATEHOUSE_AUTOSTART: 'false', STATEHOUSE_LOG_LEVEL: 'warn' },
         stdio: ['ignore', 'pipe', 'inherit'],
       });

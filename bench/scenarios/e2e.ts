@@ -4,9 +4,12 @@
 // "naive": consume, INSERT + commit per message, run the handlers inline, store the final
 // state, publish the outcome, ack (bench/baselines/naive-e2e.ts).
 
+import { mkdirSync, readdirSync } from 'node:fs';
+import path from 'node:path';
 import type { E2eInput } from '../lib/e2e-input.ts';
 import { runWorker, type WorkerRun } from '../lib/harness.ts';
 import { waitForQuiet } from '../lib/proc.ts';
+import { summarizeProfile } from '../lib/profile.ts';
 import { median, percentiles } from '../lib/stats.ts';
 import { type Figures, figuresOf, type ResultRow, type Scenario, type ScenarioContext } from './types.ts';
 
@@ -29,6 +32,14 @@ export async function runE2e(
   },
 ): Promise<WorkerRun> {
   const { services, runId, options, progress } = ctx;
+  const engineProfileDir =
+    options.profileDir && spec.module === E2E_STATEHOUSE
+      ? path.join(
+          options.profileDir,
+          `${spec.scenario}-engines-${runId}-${spec.label.replace(/[^a-z0-9]+/g, '-')}`,
+        )
+      : undefined;
+  if (engineProfileDir) mkdirSync(engineProfileDir, { recursive: true });
   const tag = `${spec.label.replace(/[^a-z0-9]+/g, '_')}_${Math.random().toString(36).slice(2, 8)}`;
   const database = `${runId}_${tag}`;
   const url = await services.createDatabase(database);
@@ -56,6 +67,7 @@ export async function runE2e(
           processes: spec.processes,
           mode: spec.mode,
           rate: spec.rate ?? 100,
+          ...(engineProfileDir ? { engineProfileDir } : {}),
         } satisfies E2eInput,
       },
       timeoutMs: 660_000,
@@ -65,6 +77,14 @@ export async function runE2e(
     progress(
       `${spec.scenario}: ${spec.label}: ${Math.round(rate)} orders/s${latency ? `, p50 ${latency.p50} ms, p99 ${latency.p99} ms` : ''}`,
     );
+    if (engineProfileDir) {
+      for (const file of readdirSync(engineProfileDir).filter((f) => f.endsWith('.cpuprofile'))) {
+        const summary = summarizeProfile(path.join(engineProfileDir, file), 15);
+        progress(`engine CPU profile (whole process life): ${path.join(engineProfileDir, file)}`);
+        progress(`  by area: ${summary.byArea.map((a) => `${a.name} ${a.pct}%`).join(', ')}`);
+        for (const f of summary.topFunctions) progress(`  ${String(f.pct).padStart(5)}%  ${f.name}`);
+      }
+    }
     return run;
   } finally {
     await services.dropDatabase(database);

@@ -26,19 +26,40 @@ export class OutcomeRecorder {
   readonly #saga: SagaDeps;
 
   /** `canCompensate`: whether a handler's compensation queue is served (the engine's handlers). */
-  constructor(boss: PgBoss, notifyChannel: string, canCompensate: (handler: string) => boolean) {
+  /** `retryLimitOf`: the retry limit of a handler's compensation, when this process knows it. */
+  constructor(
+    boss: PgBoss,
+    notifyChannel: string,
+    canCompensate: (handler: string) => boolean,
+    retryLimitOf: (handler: string) => number | undefined = () => undefined,
+  ) {
     this.#notifyChannel = notifyChannel;
     this.#saga = {
       notifyChannel,
       canCompensate,
       enqueueCompensation: async (client, data) => {
-        await insertJobs(boss, client, queueName(data.handler, 'compensate'), [data]);
+        const retryLimit = retryLimitOf(data.handler);
+        await insertJobs(boss, client, queueName(data.handler, 'compensate'), [
+          retryLimit === undefined ? data : { ...data, retryLimit },
+        ]);
       },
     };
   }
 
   get saga(): SagaDeps {
     return this.#saga;
+  }
+
+  /**
+   * Whether recording these outcomes writes more than their events (a saga step, the next
+   * undo): then it needs a transaction; otherwise `record` sends one statement.
+   */
+  static needsTransaction(outcomes: readonly JobOutcome[]): boolean {
+    return outcomes.some(
+      ({ data, ok }) =>
+        (data.kind === 'run' && data.compensable === true && ok) ||
+        (data.kind === 'compensate' && !!data.saga),
+    );
   }
 
   /** Records the outcomes; one already recorded (the same job id) is skipped, with its saga follow-up. */

@@ -17,6 +17,11 @@ export interface JobData {
   compensable?: boolean;
   /** A compensation the engine runs for a saga step (the step's run key). */
   saga?: { stepKey: string };
+  /**
+   * Retries after the first try. Written into pg-boss's row too when the job is inserted, so
+   * the worker knows a job's last attempt without fetching pg-boss's metadata.
+   */
+  retryLimit?: number;
 }
 
 export const QUEUE_PREFIX = 'statehouse.';
@@ -48,7 +53,11 @@ export async function insertJobs(
   jobs: readonly JobData[],
 ): Promise<string[]> {
   if (jobs.length === 0) return [];
-  const rows = jobs.map((data) => ({ id: randomUUID(), data }));
+  const rows = jobs.map((data) => ({
+    id: randomUUID(),
+    data,
+    ...(data.retryLimit === undefined ? {} : { retryLimit: data.retryLimit }),
+  }));
   await boss.insert(queue, rows, { db: dbOf(client) });
   return rows.map((row) => row.id);
 }

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { JobResult, JobWithMetadata } from 'pg-boss';
+import type { Job, JobResult } from 'pg-boss';
 import { PgBoss } from 'pg-boss';
 import { z } from 'zod';
 import type { EffectSink, PlannedJob } from '../actors/index.ts';
@@ -74,9 +74,9 @@ const EXPIRY_MARGIN_SECONDS = 10;
 
 /** How a job's run ended, before it is recorded. */
 type Settled =
-  | { job: JobWithMetadata<JobData>; ok: true; output: unknown }
+  | { job: Job<JobData>; ok: true; output: unknown }
   | {
-      job: JobWithMetadata<JobData>;
+      job: Job<JobData>;
       ok: false;
       error: Record<string, unknown>;
       final: boolean;
@@ -111,8 +111,11 @@ export class JobRunner implements EffectSink {
       // pg-boss expires timed-out jobs in its monitor pass, not only in supervise.
       monitorIntervalSeconds: options.superviseIntervalSeconds,
     });
-    this.#outcomes = new OutcomeRecorder(this.#boss, options.notifyChannel, (handler) =>
-      this.#tasks.has(queueName(handler, 'compensate')),
+    this.#outcomes = new OutcomeRecorder(
+      this.#boss,
+      options.notifyChannel,
+      (handler) => this.#tasks.has(queueName(handler, 'compensate')),
+      (handler) => this.#tasks.get(queueName(handler, 'compensate'))?.handler.retry.limit,
     );
     this.#boss.on('error', (error: unknown) => options.log.error({ err: error }, 'pg-boss error'));
   }
@@ -164,15 +167,13 @@ export class JobRunner implements EffectSink {
         {
           batchSize,
           localConcurrency: concurrency,
-          // The job's own retry limit decides its last attempt, as it does for pg-boss.
-          includeMetadata: true,
           perJobResults: true,
           pollingIntervalSeconds: pollIntervalSeconds,
           // NOTIFY announces new jobs only; a retry comes due silently, so keep the configured pace.
           notifyPollingIntervalSeconds: pollIntervalSeconds,
           burstWhenBatchFull: batchSize > 1,
         } as const,
-        (jobs: JobWithMetadata<JobData>[]) => this.#runBatch(task, jobs),
+        (jobs: Job<JobData>[]) => this.#runBatch(task, jobs),
       );
     }
     this.#scheduleSweep();
@@ -237,8 +238,9 @@ export class JobRunner implements EffectSink {
         ...(effect.compensable ? { compensable: true } : {}),
       };
       const queue = queueName(effect.handler, effect.kind);
+      const retryLimit = this.#tasks.get(queue)?.handler.retry.limit;
       const list = byQueue.get(queue) ?? [];
-      list.push(data);
+      list.push(retryLimit === undefined ? data : { ...data, retryLimit });
       byQueue.set(queue, list);
     }
     for (const [queue, jobs] of byQueue) await insertJobs(this.#boss, client, queue, jobs);
@@ -255,7 +257,7 @@ export class JobRunner implements EffectSink {
    * one commit per batch, not per job. When that transaction fails, each job is recorded on
    * its own, so one job cannot fail the others.
    */
-  async #runBatch(task: Task, jobs: JobWithMetadata<JobData>[]): Promise<JobResult[]> {
+  async #runBatch(task: Task, jobs: Job<JobData>[]): Promise<JobResult[]> {
     const settled = await Promise.all(jobs.map((job) => this.#run(task, job)));
     const toRecord = settled.filter((s) => s.ok || !s.retryable || s.final);
     let unrecorded = new Set<string>();
@@ -304,13 +306,23 @@ export class JobRunner implements EffectSink {
         ? { jobId: s.job.id, data: s.job.data, ok: true, payload: s.output }
         : { jobId: s.job.id, data: s.job.data, ok: false, payload: s.error },
     );
+    if (!OutcomeRecorder.needsTransaction(outcomes)) {
+      // One statement in autocommit: round trips, not commits, are what a batch costs most.
+      // pg-boss completes the jobs after; a crash in between reruns them under the same key
+      // and their outcomes (keyed by job id) are not recorded twice.
+      await withTransaction(this.#options.pool, (client) => this.#outcomes.record(client, outcomes), {
+        autocommit: true,
+        alsoRetry: isDuplicateMessageError,
+      });
+      return;
+    }
     const completed = settled.filter((s) => s.ok).map((s) => s.job);
     await withTransaction(
       this.#options.pool,
       async (client) => {
         await this.#outcomes.record(client, outcomes);
-        // Settled in the same commit as their outcomes (fenced to this attempt); pg-boss's own
-        // settling after the handler returns then finds nothing left to do.
+        // The transaction is paid for anyway: complete the jobs in it (fenced to this attempt);
+        // pg-boss's own settling then finds nothing left to do.
         if (completed.length > 0)
           await this.#boss.complete(task.queue, completed, null, { db: dbOf(client) });
       },
@@ -318,11 +330,12 @@ export class JobRunner implements EffectSink {
     );
   }
 
-  async #run(task: Task, job: JobWithMetadata<JobData>): Promise<Settled> {
+  async #run(task: Task, job: Job<JobData>): Promise<Settled> {
     const { handler } = task;
     const { key, machine, entityId } = job.data;
     const attempt = job.retryCount + 1;
-    const final = job.retryCount >= job.retryLimit;
+    // pg-boss's row was given the same limit at insert (jobs from before that: the handler's).
+    const final = job.retryCount >= (job.data.retryLimit ?? handler.retry.limit);
     // A child logger per job costs more than a no-op handler; made only when used.
     let log: Logger | undefined;
     const logger = () => {
