@@ -39,6 +39,40 @@ describe('ingest', () => {
     expect(await storedCount(t)).toBe(1);
   });
 
+  it('invariant exactly-once state: repeats within a batch and of stored events are dropped, the rest keep consecutive versions', async () => {
+    const ce = (id: string) => ({
+      specversion: '1.0',
+      id,
+      source: 'shop',
+      type: 'order.placed',
+      data: orderPlaced().data,
+    });
+    const subject = t.subject('orders.d-3.placed');
+    // Published while no engine runs (the first one made the stream), so they are read as one batch.
+    await (await t.startEngine({ parts: { dispatch: false, jobs: false } })).stop();
+    await t.publish(subject, ce('e-1'));
+    await t.publish(subject, orderPlaced(), { id: 'p-1' });
+    await t.publish(subject, ce('e-1'));
+    await t.publish(subject, orderPlaced(), { id: 'p-2' });
+    const versions = async () => {
+      const { rows } = await t.pool.query<{ message_id: string; version: number }>(
+        "select message_id, version from events where entity_id = 'd-3' order by version",
+      );
+      return rows.map((r) => `${r.version}:${r.message_id}`);
+    };
+    await t.startEngine({ parts: { dispatch: false, jobs: false } });
+    await waitFor('the first batch stored', async () => (await versions()).length === 3);
+    // A repeat of a stored event, with a new one after it.
+    await t.publish(subject, ce('e-1'));
+    await t.publish(subject, orderPlaced(), { id: 'p-3' });
+    await waitFor('p-3 stored', async () => (await versions()).length === 4);
+    expect(await versions()).toEqual(['1:ce:shop:e-1', '2:p-1', '3:p-2', '4:p-3']);
+    const { rows } = await t.pool.query<{ last_version: number }>(
+      "select last_version from entities where entity_id = 'd-3'",
+    );
+    expect(rows[0]!.last_version).toBe(4);
+  });
+
   it('invariant exactly-once state: the same event id redelivered under new stream sequences is applied once', async () => {
     // JetStream dedupes within its window; CloudEvents ids are deduped by statehouse itself.
     await t.startEngine();
