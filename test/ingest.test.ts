@@ -157,6 +157,27 @@ describe('ingest', () => {
     });
   });
 
+  it('the checkpoint fences the leader: a batch whose checkpoint moved on stores nothing', async () => {
+    const engine = await t.startEngine({ parts: { dispatch: false, jobs: false } });
+    const stored = async () => {
+      const { rows } = await t.pool.query<{ message_id: string }>(
+        "select message_id from events where message_id like 'f-%' order by message_id",
+      );
+      return rows.map((r) => r.message_id);
+    };
+    await t.publish(t.subject('orders.f-1.placed'), orderPlaced(), { id: 'f-1' });
+    await waitFor('f-1 stored', async () => (await stored()).length === 1);
+    // Another leader (as far as this one can tell) stored the next message.
+    await t.pool.query('update ingest_checkpoints set last_seq = last_seq + 1 where stream = $1', [
+      engine.config.nats.stream,
+    ]);
+    await t.publish(t.subject('orders.f-2.placed'), orderPlaced(), { id: 'f-2' });
+    // The fenced batch throws; the engine takes the lead again and resumes after the checkpoint.
+    await t.publish(t.subject('orders.f-3.placed'), orderPlaced(), { id: 'f-3' });
+    await waitFor('f-3 stored', async () => (await stored()).includes('f-3'), 20_000);
+    expect(await stored()).toEqual(['f-1', 'f-3']);
+  });
+
   it('invariant nothing acknowledged is lost: a crash between commit and ack stores the redelivered messages once', async () => {
     let crash = true;
     const seen: number[] = [];
