@@ -1,4 +1,4 @@
-import { jetstreamManager } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, jetstreamManager } from '@nats-io/jetstream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
 import { entityRow, eventTypes, orderPlaced } from './helpers/orders.ts';
@@ -155,6 +155,33 @@ describe('ingest', () => {
       traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
       cloudEvent: { id: 'b-1', source: 'checkout' },
     });
+  });
+
+  it('replaces a consumer left with explicit acks by an older version, resuming after the checkpoint', async () => {
+    const first = await t.startEngine({ parts: { dispatch: false, jobs: false } });
+    await t.publish(t.subject('orders.x-0.placed'), orderPlaced(), { id: 'x-0' });
+    await waitFor('x-0 stored', async () => (await storedCount(t, 'x-%')) === 1);
+    await first.stop();
+    const { stream, consumer } = first.config.nats;
+    const jsm = await jetstreamManager(t.nats);
+    // What an older statehouse left behind: explicit acks, delivery from the start.
+    await jsm.consumers.delete(stream, consumer);
+    await jsm.consumers.add(stream, {
+      durable_name: consumer,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+    });
+    for (let i = 1; i <= 5; i++)
+      await t.publish(t.subject(`orders.x-${i}.placed`), orderPlaced(), { id: `x-${i}` });
+    await t.startEngine({ parts: { dispatch: false, jobs: false } });
+    await waitFor('x-1..x-5 stored', async () => (await storedCount(t, 'x-%')) === 6);
+    const info = await jsm.consumers.info(stream, consumer);
+    expect(info.config.ack_policy).toBe(AckPolicy.All);
+    await waitFor('every message acked', async () => {
+      const now = await jsm.consumers.info(stream, consumer);
+      return now.num_ack_pending === 0 && now.num_pending === 0;
+    });
+    expect(await storedCount(t, 'x-%')).toBe(6);
   });
 
   it('the checkpoint fences the leader: a batch whose checkpoint moved on stores nothing', async () => {
