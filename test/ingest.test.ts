@@ -1,4 +1,4 @@
-import { jetstreamManager } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, jetstreamManager } from '@nats-io/jetstream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
 import { entityRow, eventTypes, orderPlaced } from './helpers/orders.ts';
@@ -37,6 +37,40 @@ describe('ingest', () => {
     );
     expect(row).toBe(true);
     expect(await storedCount(t)).toBe(1);
+  });
+
+  it('invariant exactly-once state: repeats within a batch and of stored events are dropped, the rest keep consecutive versions', async () => {
+    const ce = (id: string) => ({
+      specversion: '1.0',
+      id,
+      source: 'shop',
+      type: 'order.placed',
+      data: orderPlaced().data,
+    });
+    const subject = t.subject('orders.d-3.placed');
+    // Published while no engine runs (the first one made the stream), so they are read as one batch.
+    await (await t.startEngine({ parts: { dispatch: false, jobs: false } })).stop();
+    await t.publish(subject, ce('e-1'));
+    await t.publish(subject, orderPlaced(), { id: 'p-1' });
+    await t.publish(subject, ce('e-1'));
+    await t.publish(subject, orderPlaced(), { id: 'p-2' });
+    const versions = async () => {
+      const { rows } = await t.pool.query<{ message_id: string; version: number }>(
+        "select message_id, version from events where entity_id = 'd-3' order by version",
+      );
+      return rows.map((r) => `${r.version}:${r.message_id}`);
+    };
+    await t.startEngine({ parts: { dispatch: false, jobs: false } });
+    await waitFor('the first batch stored', async () => (await versions()).length === 3);
+    // A repeat of a stored event, with a new one after it.
+    await t.publish(subject, ce('e-1'));
+    await t.publish(subject, orderPlaced(), { id: 'p-3' });
+    await waitFor('p-3 stored', async () => (await versions()).length === 4);
+    expect(await versions()).toEqual(['1:ce:shop:e-1', '2:p-1', '3:p-2', '4:p-3']);
+    const { rows } = await t.pool.query<{ last_version: number }>(
+      "select last_version from entities where entity_id = 'd-3'",
+    );
+    expect(rows[0]!.last_version).toBe(4);
   });
 
   it('invariant exactly-once state: the same event id redelivered under new stream sequences is applied once', async () => {
@@ -121,6 +155,54 @@ describe('ingest', () => {
       traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
       cloudEvent: { id: 'b-1', source: 'checkout' },
     });
+  });
+
+  it('replaces a consumer left with explicit acks by an older version, resuming after the checkpoint', async () => {
+    const first = await t.startEngine({ parts: { dispatch: false, jobs: false } });
+    await t.publish(t.subject('orders.x-0.placed'), orderPlaced(), { id: 'x-0' });
+    await waitFor('x-0 stored', async () => (await storedCount(t, 'x-%')) === 1);
+    await first.stop();
+    const { stream, consumer } = first.config.nats;
+    const jsm = await jetstreamManager(t.nats);
+    // What an older statehouse left behind: explicit acks, delivery from the start.
+    await jsm.consumers.delete(stream, consumer);
+    await jsm.consumers.add(stream, {
+      durable_name: consumer,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+    });
+    for (let i = 1; i <= 5; i++)
+      await t.publish(t.subject(`orders.x-${i}.placed`), orderPlaced(), { id: `x-${i}` });
+    await t.startEngine({ parts: { dispatch: false, jobs: false } });
+    await waitFor('x-1..x-5 stored', async () => (await storedCount(t, 'x-%')) === 6);
+    const info = await jsm.consumers.info(stream, consumer);
+    expect(info.config.ack_policy).toBe(AckPolicy.All);
+    await waitFor('every message acked', async () => {
+      const now = await jsm.consumers.info(stream, consumer);
+      return now.num_ack_pending === 0 && now.num_pending === 0;
+    });
+    expect(await storedCount(t, 'x-%')).toBe(6);
+  });
+
+  it('the checkpoint fences the leader: a batch whose checkpoint moved on stores nothing', async () => {
+    const engine = await t.startEngine({ parts: { dispatch: false, jobs: false } });
+    const stored = async () => {
+      const { rows } = await t.pool.query<{ message_id: string }>(
+        "select message_id from events where message_id like 'f-%' order by message_id",
+      );
+      return rows.map((r) => r.message_id);
+    };
+    await t.publish(t.subject('orders.f-1.placed'), orderPlaced(), { id: 'f-1' });
+    await waitFor('f-1 stored', async () => (await stored()).length === 1);
+    // Another leader (as far as this one can tell) stored the next message.
+    await t.pool.query('update ingest_checkpoints set last_seq = last_seq + 1 where stream = $1', [
+      engine.config.nats.stream,
+    ]);
+    await t.publish(t.subject('orders.f-2.placed'), orderPlaced(), { id: 'f-2' });
+    // The fenced batch throws; the engine takes the lead again and resumes after the checkpoint.
+    await t.publish(t.subject('orders.f-3.placed'), orderPlaced(), { id: 'f-3' });
+    await waitFor('f-3 stored', async () => (await stored()).includes('f-3'), 20_000);
+    expect(await stored()).toEqual(['f-1', 'f-3']);
   });
 
   it('invariant nothing acknowledged is lost: a crash between commit and ack stores the redelivered messages once', async () => {

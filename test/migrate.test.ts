@@ -27,6 +27,35 @@ describe('migrations', () => {
     }
   });
 
+  it('0004 upgrades a schema at 0003: only entities with unapplied events stay queued', async () => {
+    const schema = 'upgrade_0004';
+    const pool = createPool({ url: t.databaseUrl, schema, max: 2 });
+    try {
+      await migrate(pool, schema, readMigrations().slice(0, 3));
+      // resumed: pending_since set by an operator's resume with nothing left to apply.
+      await pool.query(
+        `insert into entities (machine, entity_id, last_version, applied_version, pending_since) values
+           ('m', 'resumed', 1, 1, now()), ('m', 'pending', 2, 0, now()), ('m', 'idle', 2, 2, null)`,
+      );
+      await migrate(pool, schema);
+      const { rows } = await pool.query<{ entity_id: string; queued: boolean }>(
+        'select entity_id, pending_since is not null as queued from entities order by entity_id',
+      );
+      expect(rows).toEqual([
+        { entity_id: 'idle', queued: false },
+        { entity_id: 'pending', queued: true },
+        { entity_id: 'resumed', queued: false },
+      ]);
+      const indexes = await pool.query<{ indexname: string }>(
+        "select indexname from pg_indexes where schemaname = $1 and tablename = 'entities' and indexname like 'entities_pending%'",
+        [schema],
+      );
+      expect(indexes.rows.map((r) => r.indexname)).toEqual(['entities_pending_since']);
+    } finally {
+      await pool.end();
+    }
+  });
+
   it('refuse a database migrated by a newer statehouse', async () => {
     await t.pool.query("insert into statehouse.migrations (version, name) values (999, 'from_the_future')");
     await expect(migrate(t.pool, 'statehouse')).rejects.toMatchObject({ code: 'SCHEMA_TOO_NEW' });
