@@ -34,4 +34,20 @@ describe('BatchReader', () => {
     }
     expect(sizes).toEqual([4, 4, 2]);
   });
+
+  it('keeps filling a batch until the window promise settles, then stores what it has', async () => {
+    const reader = new BatchReader(slowSource(30, 5));
+    let endStore: () => void = () => {};
+    const store = new Promise<void>((resolve) => {
+      endStore = resolve;
+    });
+    setTimeout(() => endStore(), 60);
+    const first = await reader.next(100, () => store);
+    // Items arrive every 5 ms; the window stayed open for the 60 ms the "store" took.
+    expect(first!.length).toBeGreaterThanOrEqual(8);
+    const second = await reader.next(100, () => Promise.resolve());
+    // With nothing in flight the next batch goes at once, with the first item to arrive.
+    expect(second!.length).toBeLessThanOrEqual(2);
+    expect(second![0]).toBe(first!.at(-1)! + 1);
+  });
 });

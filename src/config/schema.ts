@@ -40,8 +40,11 @@ export const configSchema = z
     ingest: z
       .object({
         batchSize: count(1, 10_000).default(500),
-        /** How long a fetch waits for a batch to fill before storing what it has. */
-        flushIntervalMs: count(1, 60_000).default(50),
+        /**
+         * Once no batch is being stored, how long to wait for more messages before storing
+         * what has arrived (while one is being stored, the next fills meanwhile).
+         */
+        flushIntervalMs: count(0, 60_000).default(2),
       })
       .prefault({}),
     dispatcher: z

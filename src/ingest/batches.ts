@@ -4,8 +4,9 @@ const TIMED_OUT: unique symbol = Symbol('timed out');
 
 /**
  * Groups an async stream into batches: waits for a first item, then takes whatever else
- * arrives within `flushMs`, up to `max`. An item still in flight when the window closes
- * is kept for the next batch, never dropped.
+ * arrives until the window closes (after `flushMs`, or when the given promise settles), up
+ * to `max`. An item still in flight when the window closes is kept for the next batch,
+ * never dropped.
  */
 export class BatchReader<T> {
   readonly #iterator: AsyncIterator<T>;
@@ -16,15 +17,19 @@ export class BatchReader<T> {
   }
 
   /** The next batch, or null when the source has ended. */
-  async next(max: number, flushMs: number): Promise<T[] | null> {
+  async next(max: number, window: number | (() => Promise<unknown>)): Promise<T[] | null> {
     const first = await this.#pending();
     this.#inFlight = undefined;
     if (first.done) return null;
     const batch = [first.value];
-    const window = new AbortController();
-    const closed: Promise<typeof TIMED_OUT> = delay(flushMs, TIMED_OUT, { signal: window.signal }).catch(
-      () => TIMED_OUT,
-    );
+    const timer = new AbortController();
+    const closed: Promise<typeof TIMED_OUT> =
+      typeof window === 'number'
+        ? delay(window, TIMED_OUT, { signal: timer.signal }).catch(() => TIMED_OUT)
+        : window().then(
+            () => TIMED_OUT,
+            () => TIMED_OUT,
+          );
     try {
       while (batch.length < max) {
         const result = await Promise.race([this.#pending(), closed]);
@@ -36,7 +41,7 @@ export class BatchReader<T> {
         batch.push(result.value);
       }
     } finally {
-      window.abort();
+      timer.abort();
     }
     return batch;
   }

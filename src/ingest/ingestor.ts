@@ -154,7 +154,14 @@ export class Ingestor {
     let storing: Promise<number> | undefined;
     try {
       while (this.#running && this.#lockClient) {
-        const batch = await reader.next(batchSize, flushIntervalMs);
+        // Adaptive: while the previous batch is being stored this one cannot be stored
+        // anyway, so it fills until that store ends; then it waits at most flushIntervalMs
+        // more. A lone message at a quiet moment is stored within flushIntervalMs.
+        const inFlight = storing;
+        const batch = await reader.next(batchSize, async () => {
+          await inFlight?.catch(() => {});
+          await sleep(flushIntervalMs);
+        });
         if (!batch) break;
         const prepared = this.#prepare(batch);
         if (storing) checkpoint = await storing;
