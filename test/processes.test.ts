@@ -81,7 +81,10 @@ describe('several engine processes', () => {
   });
 
   it('invariant stateless processes: kill -9 of an engine mid-flow loses nothing and applies each event once', async () => {
-    engines = await Promise.all([spawnEngine(t), spawnEngine(t)]);
+    // A job the killed process held expires timeoutSeconds (30 s for the demo handlers) + 10 s
+    // after it started; the engines look for expired jobs every second.
+    const env = { STATEHOUSE_JOBS_SUPERVISE_SECONDS: '1' };
+    engines = await Promise.all([spawnEngine(t, env), spawnEngine(t, env)]);
     for (let i = 0; i < 20; i++)
       await t.publish(t.subject(`orders.k-${i}.placed`), orderPlaced(), { id: `k-${i}` });
     await publishLedgers(t, ROUNDS, async (round) => {
@@ -91,7 +94,7 @@ describe('several engine processes', () => {
         const index = engines.findIndex((e) => e.child.pid === leader);
         expect(index).toBeGreaterThanOrEqual(0);
         await engines[index]!.kill9();
-        engines[index] = await spawnEngine(t);
+        engines[index] = await spawnEngine(t, env);
       }
     });
     await waitFor('every ledger to apply all its events', () => allApplied(t, ROUNDS), 90_000);
@@ -111,7 +114,7 @@ describe('several engine processes', () => {
         'shipOrder.done',
       ]);
     }
-  });
+  }, 150_000);
 
   it('an engine stopped under load exits cleanly, and the next one finishes its work', async () => {
     const first = await spawnEngine(t);

@@ -186,11 +186,15 @@ export const actors: Scenario = {
       progress(
         `actors: ${label}: publishing ${warmupEvents} + ${count} events${Number.isFinite(rate) ? ` at ${rate}/s` : ' unpaced'} to a full engine…`,
       );
+      const profile = options.profileDir
+        ? path.join(options.profileDir, `actors-${label}-${runId}.cpuprofile`)
+        : undefined;
       const run = await runWorker({
         services,
         databases: [database],
         spec: {
           module: STATEHOUSE.module,
+          ...(profile ? { profile } : {}),
           input: {
             ...base,
             databaseUrl: url,
