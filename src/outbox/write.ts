@@ -16,9 +16,13 @@ export async function writeOutbox(
   notifyChannel: string,
 ): Promise<void> {
   if (entries.length === 0) return;
+  // The NOTIFY rides in the same statement (one round trip): delivered at commit.
   await client.query(
-    `insert into outbox (machine, entity_id, subject, type, data, headers)
-     select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[])`,
+    `with inserted as (
+       insert into outbox (machine, entity_id, subject, type, data, headers)
+       select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[])
+     )
+     select pg_notify($7, '')::text`,
     [
       entries.map((e) => e.machine),
       entries.map((e) => e.entityId),
@@ -26,7 +30,7 @@ export async function writeOutbox(
       entries.map((e) => e.type),
       entries.map((e) => JSON.stringify(e.data ?? null)),
       entries.map((e) => JSON.stringify(e.headers ?? {})),
+      notifyChannel,
     ],
   );
-  await client.query('select pg_notify($1, $2)', [notifyChannel, '']);
 }
