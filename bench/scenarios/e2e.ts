@@ -196,7 +196,7 @@ export const e2e: Scenario = {
         statehouseP99Ms: p(shLatency).p99,
         naiveP50Ms: p(nvLatency).p50,
         naiveP99Ms: p(nvLatency).p99,
-        engineDefaults: 'dispatcher batch 50, jobs concurrency 4 × batch 10, ingest defaults',
+        engineDefaults: 'dispatcher batch 50 × 2 loops, jobs 2 loops × batch 25 per queue, ingest batch 500',
       },
     };
   },

@@ -58,8 +58,14 @@ export const configSchema = z
     jobs: z
       .object({
         schema: identifier.default('pgboss'),
-        concurrency: count(1, 256).default(4),
-        batchSize: count(1, 1000).default(10),
+        /**
+         * Fetch loops per handler queue per process. Each new job wakes every loop of its
+         * queue (pg-boss's NOTIFY), and all but one fetch nothing: more loops cost Postgres
+         * work on every job. A loop's next fetch waits for its batch's slowest job.
+         */
+        concurrency: count(1, 256).default(2),
+        /** Jobs one loop fetches and runs side by side. */
+        batchSize: count(1, 1000).default(25),
         pollIntervalSeconds: z.coerce.number().min(0.5).max(3600).default(2),
         /** How often pg-boss expires jobs whose worker died, so they are retried. */
         superviseIntervalSeconds: count(1, 3600).default(10),
