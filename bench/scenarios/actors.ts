@@ -16,8 +16,15 @@ import { ledgerWorkflow } from '../../test/fixtures/ledger-app.ts';
 import { type ActorsInput, entityId, MACHINE, SCHEMA } from '../consumers/statehouse-actors.ts';
 import { runWorker, type WorkerRun } from '../lib/harness.ts';
 import { waitForQuiet } from '../lib/proc.ts';
-import { median, percentiles } from '../lib/stats.ts';
-import { figuresOf, type ResultRow, type Scenario, type ScenarioContext } from './types.ts';
+import { percentiles } from '../lib/stats.ts';
+import {
+  figuresOf,
+  medianRun,
+  type ResultRow,
+  rateOf,
+  type Scenario,
+  type ScenarioContext,
+} from './types.ts';
 
 /** statehouse's dispatcher defaults (src/config/schema.ts), used by both sides. */
 const BATCH_SIZE = 50;
@@ -96,14 +103,6 @@ async function verify(url: string, variant: string, events: number, entities: nu
   } finally {
     await client.end();
   }
-}
-
-const rateOf = (r: WorkerRun) => r.measurement.items / (r.measurement.elapsedMs / 1000);
-
-function medianRun(runs: readonly WorkerRun[]): WorkerRun {
-  if (runs.length === 0) throw new Error('no runs');
-  const m = median(runs.map(rateOf));
-  return runs.find((r) => rateOf(r) === m)!;
 }
 
 export const actors: Scenario = {

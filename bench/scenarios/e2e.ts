@@ -10,8 +10,16 @@ import type { E2eInput } from '../lib/e2e-input.ts';
 import { runWorker, type WorkerRun } from '../lib/harness.ts';
 import { waitForQuiet } from '../lib/proc.ts';
 import { summarizeProfile } from '../lib/profile.ts';
-import { median, percentiles } from '../lib/stats.ts';
-import { type Figures, figuresOf, type ResultRow, type Scenario, type ScenarioContext } from './types.ts';
+import { percentiles } from '../lib/stats.ts';
+import {
+  type Figures,
+  figuresOf,
+  medianRun,
+  type ResultRow,
+  rateOf,
+  type Scenario,
+  type ScenarioContext,
+} from './types.ts';
 
 export const E2E_STATEHOUSE = 'consumers/statehouse-e2e.ts';
 const NAIVE = 'baselines/naive-e2e.ts';
@@ -89,13 +97,6 @@ export async function runE2e(
   } finally {
     await services.dropDatabase(database);
   }
-}
-
-export const rateOf = (run: WorkerRun) => run.measurement.items / (run.measurement.elapsedMs / 1000);
-
-export function medianRun(list: readonly WorkerRun[]): WorkerRun {
-  const m = median(list.map(rateOf));
-  return list.find((r) => rateOf(r) === m) ?? list[0]!;
 }
 
 /** Figures with the engine processes' own CPU in place of the (idle) worker's. */

@@ -5,8 +5,8 @@
 // whether a second process holds the rate (no lock contention collapse), not whether it
 // doubles it; docs/performance.md projects more cores from the measured CPU per event.
 import type { WorkerRun } from '../lib/harness.ts';
-import { E2E_STATEHOUSE, e2eFigures, medianRun, rateOf, runE2e } from './e2e.ts';
-import type { ResultRow, Scenario, ScenarioContext } from './types.ts';
+import { E2E_STATEHOUSE, e2eFigures, runE2e } from './e2e.ts';
+import { medianRun, type ResultRow, rateOf, type Scenario, type ScenarioContext } from './types.ts';
 
 export const scale: Scenario = {
   name: 'scale',

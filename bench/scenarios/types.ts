@@ -1,6 +1,6 @@
 import type { WorkerRun } from '../lib/harness.ts';
 import type { BenchServices } from '../lib/services.ts';
-import { mean, type Percentiles, percentiles, round } from '../lib/stats.ts';
+import { mean, median, type Percentiles, percentiles, round } from '../lib/stats.ts';
 
 export interface RunOptions {
   events: number;
@@ -135,4 +135,13 @@ export function figuresOf(variant: string, run: WorkerRun, value?: number): Figu
     ...(m.profile ? { profile: m.profile } : {}),
     notes: m.notes,
   };
+}
+
+/** Items per second over a run's measured window. */
+export const rateOf = (run: WorkerRun) => run.measurement.items / (run.measurement.elapsedMs / 1000);
+
+/** The run with the median rate, for figures that come from one real run. */
+export function medianRun(runs: readonly WorkerRun[]): WorkerRun {
+  const m = median(runs.map(rateOf));
+  return runs.find((r) => rateOf(r) === m) ?? runs[0]!;
 }
