@@ -148,6 +148,9 @@ describe('statehouse CLI', () => {
     expect(failed.status, failed.stderr).toBe(0);
     const [, id] = /^(\S+)\s.*failed\s+chargePayment \(compensate\)\s+order cli-2/m.exec(failed.stdout) ?? [];
     expect(id, failed.stdout).toBeDefined();
+    // The failed shipment is a run, not a compensation: --kind leaves it out.
+    expect(failed.stdout).not.toContain('shipOrder');
+    expect(cli('jobs', 'list', '--entity', 'cli-2', '--state', 'failed').stdout).toContain('shipOrder');
     expect(hinted).toBe(id);
     expect(cli('jobs', 'list', '--entity', 'cli-2', '--state', 'dead', '--json').stdout).toContain(
       '"sourceId"',

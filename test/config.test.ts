@@ -41,6 +41,9 @@ describe('config', () => {
     );
     writeFileSync(file, JSON.stringify({ ingset: {} }));
     expect(() => loadConfig({ env: {}, file })).toThrow(/ingset/);
+    // A misspelt setting inside a section is refused too, not silently ignored.
+    writeFileSync(file, JSON.stringify({ ingest: { batchSiz: 5 } }));
+    expect(() => loadConfig({ env: {}, file })).toThrow(/ingest.*batchSiz/);
     writeFileSync(file, '{ not json');
     expect(() => loadConfig({ env: {}, file })).toThrow(/is not valid/);
   });

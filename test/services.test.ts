@@ -27,6 +27,12 @@ describe('services', () => {
       const { rows } = await client.query<{ db: string }>('select current_database() as db');
       await client.end();
       expect(rows[0]!.db).toBe('statehouse');
+      // Another process (a CLI command, a second engine) finds it on the port and can log in.
+      const found = await resolvePostgres({ url: undefined, autoStart: false, dataDir, log, port: PG_PORT });
+      expect(found.origin).toBe('local');
+      const other = new pg.Client({ connectionString: found.url });
+      await other.connect();
+      await other.end();
     } finally {
       await service.stop();
     }

@@ -5,13 +5,14 @@ import { UsageError } from '../errors/index.ts';
 import { JobOperations, type JobSummary } from '../jobs/index.ts';
 import { commandContext, withDatabase } from './context.ts';
 
-const listOptions = z.object({
+const listOptions = z.strictObject({
   machine: z.string().min(1).optional(),
   entity: z.string().min(1).optional(),
   handler: z.string().min(1).optional(),
   state: z
     .enum(['pending', 'dead', 'created', 'retry', 'active', 'completed', 'cancelled', 'failed'])
     .optional(),
+  kind: z.enum(['run', 'compensate']).optional(),
   limit: z.coerce.number().int().min(1).max(10_000),
   json: z.boolean().optional(),
 });

@@ -19,6 +19,7 @@ export const configSchema = z
         schema: identifier.default('statehouse'),
         poolSize: count(2, 200).default(10),
       })
+      .strict()
       .prefault({}),
     nats: z
       .object({
@@ -36,6 +37,7 @@ export const configSchema = z
         maxDeliver: count(-1, 1_000_000).default(-1),
         ackWaitMs: count(1000, 3_600_000).default(30_000),
       })
+      .strict()
       .prefault({}),
     ingest: z
       .object({
@@ -46,6 +48,7 @@ export const configSchema = z
          */
         flushIntervalMs: count(0, 60_000).default(2),
       })
+      .strict()
       .prefault({}),
     dispatcher: z
       .object({
@@ -54,6 +57,7 @@ export const configSchema = z
         batchSize: count(1, 1000).default(50),
         pollIntervalMs: count(10, 60_000).default(1000),
       })
+      .strict()
       .prefault({}),
     jobs: z
       .object({
@@ -72,6 +76,7 @@ export const configSchema = z
         /** How often dead letters without a recorded outcome get their `<handler>.failed`. */
         deadLetterSweepSeconds: count(1, 3600).default(5),
       })
+      .strict()
       .prefault({}),
     services: z
       .object({
@@ -82,11 +87,13 @@ export const configSchema = z
           .transform((v) => v === true || v === 'true' || v === '1')
           .default(true),
       })
+      .strict()
       .prefault({}),
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
       })
+      .strict()
       .prefault({}),
   })
   .strict();

@@ -21,8 +21,9 @@ export async function sweepDeadLetters(
   deadLetterQueues: readonly string[],
   outcomes: OutcomeRecorder,
   options: { full?: boolean; limit?: number } = {},
-): Promise<number> {
-  if (deadLetterQueues.length === 0) return 0;
+): Promise<{ settled: number; complete: boolean }> {
+  if (deadLetterQueues.length === 0) return { settled: 0, complete: true };
+  const limit = options.limit ?? 500;
   return withTransaction(
     pool,
     async (client) => {
@@ -30,7 +31,8 @@ export async function sweepDeadLetters(
         `select pg_try_advisory_xact_lock(hashtext('statehouse.dead-letter-sweep:' || $1)) as ok`,
         [bossSchema],
       );
-      if (!lock[0]?.ok) return 0;
+      // Another process sweeps now; this pass saw nothing.
+      if (!lock[0]?.ok) return { settled: 0, complete: false };
       const { rows } = await client.query<{ sourceId: string; data: JobData; sourceOutput: unknown }>(
         `select d.source_id::text as "sourceId", d.data, d.source_output as "sourceOutput"
          from ${quoteIdent(bossSchema)}.job d
@@ -41,11 +43,11 @@ export async function sweepDeadLetters(
            and not exists (select 1 from events e where e.message_id = 'outcome:' || (d.data->>'key'))
          order by d.created_on
          limit $2`,
-        [deadLetterQueues, options.limit ?? 500, options.full ?? false],
+        [deadLetterQueues, limit, options.full ?? false],
       );
-      if (rows.length === 0) return 0;
-      await outcomes.record(client, rows.map(outcomeOf));
-      return rows.length;
+      if (rows.length > 0) await outcomes.record(client, rows.map(outcomeOf));
+      // Fewer than asked for: nothing older is left unsettled.
+      return { settled: rows.length, complete: rows.length < limit };
     },
     { alsoRetry: isDuplicateMessageError },
   );

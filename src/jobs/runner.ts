@@ -185,9 +185,12 @@ export class JobRunner implements EffectSink {
     let full = true;
     const tick = async () => {
       try {
-        // The first pass looks at every dead letter; later ones only at recent arrivals.
-        const settled = await sweepDeadLetters(pool, bossSchema, queues, this.#outcomes, { full });
-        full = false;
+        // Passes look at every dead letter until one gets through them all; later ones only
+        // at recent arrivals.
+        const { settled, complete } = await sweepDeadLetters(pool, bossSchema, queues, this.#outcomes, {
+          full,
+        });
+        if (complete) full = false;
         if (settled > 0) log.warn({ settled }, 'recorded the outcome of dead letters that had none');
       } catch (error) {
         log.error({ err: error }, 'dead-letter sweep failed; it runs again');

@@ -13,7 +13,7 @@ export interface Services {
   stop(): Promise<void>;
 }
 
-/** Reaches (or starts) Postgres and NATS as DESIGN.md's Services section says. */
+/** Reaches (or starts) Postgres and NATS as the README's Services section says. */
 export async function resolveServices(config: Config, log: Logger): Promise<Services> {
   const common = { autoStart: config.services.autoStart, dataDir: config.services.dataDir, log };
   const postgres = await resolvePostgres({ ...common, url: config.database.url });

