@@ -196,6 +196,30 @@ describe('handler jobs', () => {
   });
 });
 
+describe('job wake-ups', () => {
+  let t: TestContext;
+  beforeAll(async () => {
+    // Polling so slow that only a wake-up can start a job within the test's time.
+    t = await createTestContext({ jobs: { pollIntervalSeconds: 60 } });
+    await t.startEngine({
+      workflows: jobsWorkflows,
+      handlers: jobsHandlers as unknown as Handler<never, unknown>[],
+    });
+  });
+  afterAll(() => t.cleanup());
+
+  it('a new job starts at once through the jobs channel, not at the next poll', async () => {
+    // Let the workers settle into their first long poll.
+    await new Promise((r) => setTimeout(r, 1500));
+    const sent = Date.now();
+    await start(t, 'wake-1', 'flakyCharge', { failures: 0 });
+    await eventsOnceThere(t, 'wake-1', 'flakyCharge.done', 10_000);
+    expect(Date.now() - sent).toBeLessThan(10_000);
+    const [attempt] = attemptsOf('wake-1');
+    expect(attempt!.startedAt - sent).toBeLessThan(5_000);
+  });
+});
+
 describe('a worker process killed mid-job', () => {
   let t: TestContext;
   const engines: JobsEngineProcess[] = [];

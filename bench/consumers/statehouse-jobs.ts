@@ -3,7 +3,7 @@
 // outcome event (`benchNoop.done`) is stored for its entity, which is what lets the entity
 // move on, and pg-boss has marked it completed.
 import { z } from 'zod';
-import { createPool, dispatchChannel } from '../../src/db/index.ts';
+import { createPool, dispatchChannel, jobsChannel } from '../../src/db/index.ts';
 import { defineHandler, type Handler, type JobData, JobRunner, queueName } from '../../src/jobs/index.ts';
 import { insertJobs } from '../../src/jobs/queues.ts';
 import { createLogger } from '../../src/shared/logger.ts';
@@ -41,6 +41,7 @@ export default defineTask({
       superviseIntervalSeconds: 10,
       deadLetterSweepSeconds: 5,
       notifyChannel: dispatchChannel(SCHEMA),
+      wakeChannel: jobsChannel(SCHEMA),
       log: createLogger('warn', { service: 'bench-jobs' }),
     });
     await runner.install();
@@ -71,7 +72,7 @@ export default defineTask({
         const client = await pool.connect();
         try {
           await client.query('begin');
-          await insertJobs(runner.boss, client, queue, [job(i, sentAt)]);
+          await insertJobs(runner.boss, client, queue, [job(i, sentAt)], jobsChannel(SCHEMA));
           await client.query('commit');
         } finally {
           client.release();

@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { z } from 'zod';
-import { dispatchChannel } from '../db/index.ts';
+import { dispatchChannel, jobsChannel } from '../db/index.ts';
 import { UsageError } from '../errors/index.ts';
 import { JobOperations, type JobSummary } from '../jobs/index.ts';
 import { commandContext, withDatabase } from './context.ts';
@@ -26,6 +26,7 @@ async function withOperations<T>(work: (ops: JobOperations) => Promise<T>): Prom
       pool,
       bossSchema: config.jobs.schema,
       notifyChannel: dispatchChannel(config.database.schema),
+      wakeChannel: jobsChannel(config.database.schema),
     });
     try {
       return await work(ops);

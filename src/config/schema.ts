@@ -63,9 +63,9 @@ export const configSchema = z
       .object({
         schema: identifier.default('pgboss'),
         /**
-         * Fetch loops per handler queue per process. Each new job wakes every loop of its
-         * queue (pg-boss's NOTIFY), and all but one fetch nothing: more loops cost Postgres
-         * work on every job. A loop's next fetch waits for its batch's slowest job.
+         * Fetch loops per handler queue per process. A new job wakes one idle loop per
+         * process; a loop's next fetch waits for its batch's slowest job, so more loops keep
+         * a queue moving past slow jobs.
          */
         concurrency: count(1, 256).default(2),
         /** Jobs one loop fetches and runs side by side. */

@@ -11,3 +11,6 @@ export const outboxChannel = (schema: string) => `${schema}.outbox`;
 
 /** The NOTIFY channel that wakes the timer schedulers of the engine using `schema`. */
 export const timerChannel = (schema: string) => `${schema}.timers`;
+
+/** The NOTIFY channel that tells job workers which queue has new jobs (payload: the queue). */
+export const jobsChannel = (schema: string) => `${schema}.jobs`;

@@ -4,20 +4,21 @@ import { quoteIdent } from './pool.ts';
 import { sleep } from './transaction.ts';
 
 /**
- * A dedicated connection that LISTENs on one channel and calls `onNotify`. It reconnects
- * with backoff when Postgres goes away, and calls `onNotify` after each (re)connect
- * because notifications sent while it was away are gone: the caller must look for work.
+ * A dedicated connection that LISTENs on one channel and calls `onNotify` with each
+ * notification's payload. It reconnects with backoff when Postgres goes away, and calls
+ * `onNotify()` without a payload after each (re)connect because notifications sent while
+ * it was away are gone: the caller must look for all work.
  */
 export class Listener {
   readonly #url: string;
   readonly #channel: string;
-  readonly #onNotify: () => void;
+  readonly #onNotify: (payload?: string) => void;
   readonly #log: Logger;
   #client: pg.Client | undefined;
   #stopped = false;
   #loop: Promise<void> | undefined;
 
-  constructor(url: string, channel: string, onNotify: () => void, log: Logger) {
+  constructor(url: string, channel: string, onNotify: (payload?: string) => void, log: Logger) {
     this.#url = url;
     this.#channel = channel;
     this.#onNotify = onNotify;
@@ -45,7 +46,7 @@ export class Listener {
       });
       try {
         await client.connect();
-        client.on('notification', () => this.#onNotify());
+        client.on('notification', (message) => this.#onNotify(message.payload || undefined));
         await client.query(`listen ${quoteIdent(this.#channel)}`);
         attempt = 0;
         this.#onNotify();

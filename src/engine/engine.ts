@@ -3,7 +3,14 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type pg from 'pg';
 import { Dispatcher, type DispatcherOptions, TimerScheduler } from '../actors/index.ts';
 import type { Config } from '../config/index.ts';
-import { createPool, dispatchChannel, migrate, outboxChannel, timerChannel } from '../db/index.ts';
+import {
+  createPool,
+  dispatchChannel,
+  jobsChannel,
+  migrate,
+  outboxChannel,
+  timerChannel,
+} from '../db/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import { ensureStream, Ingestor, type IngestorOptions } from '../ingest/index.ts';
 import { type Handler, JobOperations, JobRunner } from '../jobs/index.ts';
@@ -70,6 +77,7 @@ export class Engine {
       pollIntervalSeconds: config.jobs.pollIntervalSeconds,
       superviseIntervalSeconds: config.jobs.superviseIntervalSeconds,
       deadLetterSweepSeconds: config.jobs.deadLetterSweepSeconds,
+      wakeChannel: jobsChannel(config.database.schema),
       notifyChannel,
       log: this.log.child({ part: 'jobs' }),
     });
@@ -79,6 +87,7 @@ export class Engine {
       bossSchema: config.jobs.schema,
       outcomes: this.jobs.outcomes,
       notifyChannel,
+      wakeChannel: jobsChannel(config.database.schema),
     });
     this.dispatcher = new Dispatcher({
       pool,

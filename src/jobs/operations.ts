@@ -101,6 +101,7 @@ export class JobOperations {
   readonly #schema: string;
   readonly #outcomes: OutcomeRecorder;
   readonly #notifyChannel: string;
+  readonly #wakeChannel: string;
   readonly #ownsBoss: boolean;
 
   constructor(options: {
@@ -109,6 +110,8 @@ export class JobOperations {
     bossSchema: string;
     outcomes: OutcomeRecorder;
     notifyChannel: string;
+    /** Where job inserts wake the workers (`jobsChannel`). */
+    wakeChannel: string;
     ownsBoss?: boolean;
   }) {
     this.#pool = options.pool;
@@ -116,6 +119,7 @@ export class JobOperations {
     this.#schema = quoteIdent(options.bossSchema);
     this.#outcomes = options.outcomes;
     this.#notifyChannel = options.notifyChannel;
+    this.#wakeChannel = options.wakeChannel;
     this.#ownsBoss = options.ownsBoss ?? false;
   }
 
@@ -125,6 +129,7 @@ export class JobOperations {
     pool: pg.Pool;
     bossSchema: string;
     notifyChannel: string;
+    wakeChannel: string;
   }): Promise<JobOperations> {
     const boss = new PgBoss({
       connectionString: options.databaseUrl,
@@ -142,7 +147,7 @@ export class JobOperations {
     return new JobOperations({
       ...options,
       boss,
-      outcomes: new OutcomeRecorder(boss, options.notifyChannel, (handler) =>
+      outcomes: new OutcomeRecorder(boss, options.notifyChannel, options.wakeChannel, (handler: string) =>
         queues.has(queueName(handler, 'compensate')),
       ),
       ownsBoss: true,
@@ -300,7 +305,13 @@ export class JobOperations {
         job.data.saga.stepKey,
       );
     }
-    const [newJobId] = await insertJobs(this.#boss, client, sourceQueueOf(job.queue), [job.data]);
+    const [newJobId] = await insertJobs(
+      this.#boss,
+      client,
+      sourceQueueOf(job.queue),
+      [job.data],
+      this.#wakeChannel,
+    );
     // Kept, for the record, with a pointer that stops a second rerun of the same failure.
     await client.query(
       `update ${this.#schema}.job set output = coalesce(output, '{}'::jsonb) || jsonb_build_object('retriedAs', $3::text)

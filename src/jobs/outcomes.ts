@@ -30,6 +30,7 @@ export class OutcomeRecorder {
   constructor(
     boss: PgBoss,
     notifyChannel: string,
+    wakeChannel: string | undefined,
     canCompensate: (handler: string) => boolean,
     retryLimitOf: (handler: string) => number | undefined = () => undefined,
   ) {
@@ -39,9 +40,13 @@ export class OutcomeRecorder {
       canCompensate,
       enqueueCompensation: async (client, data) => {
         const retryLimit = retryLimitOf(data.handler);
-        await insertJobs(boss, client, queueName(data.handler, 'compensate'), [
-          retryLimit === undefined ? data : { ...data, retryLimit },
-        ]);
+        await insertJobs(
+          boss,
+          client,
+          queueName(data.handler, 'compensate'),
+          [retryLimit === undefined ? data : { ...data, retryLimit }],
+          wakeChannel,
+        );
       },
     };
   }

@@ -3,7 +3,7 @@ import type { Job, JobResult } from 'pg-boss';
 import { PgBoss } from 'pg-boss';
 import { z } from 'zod';
 import type { EffectSink, PlannedJob } from '../actors/index.ts';
-import { withTransaction } from '../db/index.ts';
+import { Listener, withTransaction } from '../db/index.ts';
 import { describeError, StatehouseError } from '../errors/index.ts';
 import type { Logger } from '../shared/logger.ts';
 import { isDuplicateMessageError } from '../store/index.ts';
@@ -26,6 +26,8 @@ export interface JobRunnerOptions {
   superviseIntervalSeconds: number;
   /** How often dead letters whose outcome was never recorded (the worker died on the last attempt) are settled. */
   deadLetterSweepSeconds: number;
+  /** Where job inserts name their queue (`jobsChannel`); this process wakes one idle worker of it. */
+  wakeChannel: string;
   /** The dispatcher's channel: an outcome is a new event for the entity. */
   notifyChannel: string;
   log: Logger;
@@ -94,6 +96,9 @@ export class JobRunner implements EffectSink {
   readonly #boss: PgBoss;
   readonly #outcomes: OutcomeRecorder;
   readonly #shutdown = new AbortController();
+  /** Each queue's fetch loops (pg-boss worker ids) and whether each is running a batch. */
+  readonly #loops = new Map<string, Array<{ id: string; busy: boolean }>>();
+  #wakeListener: Listener | undefined;
   #sweep: NodeJS.Timeout | undefined;
   #sweeping: Promise<void> | undefined;
   #started = false;
@@ -114,6 +119,7 @@ export class JobRunner implements EffectSink {
     this.#outcomes = new OutcomeRecorder(
       this.#boss,
       options.notifyChannel,
+      options.wakeChannel,
       (handler) => this.#tasks.has(queueName(handler, 'compensate')),
       (handler) => this.#tasks.get(queueName(handler, 'compensate'))?.handler.retry.limit,
     );
@@ -150,9 +156,11 @@ export class JobRunner implements EffectSink {
           : {}),
         expireInSeconds: handler.timeoutSeconds + EXPIRY_MARGIN_SECONDS,
         deadLetter: deadLetterQueueName(handler.name, kind),
-        notify: true,
+        // pg-boss's own notification wakes every worker of the queue in every process, and
+        // all but one fetch nothing; inserts notify `wakeChannel` instead (see #wake).
+        notify: false,
       };
-      await this.#ensureQueue(deadLetterQueueName(handler.name, kind), { notify: true });
+      await this.#ensureQueue(deadLetterQueueName(handler.name, kind), { notify: false });
       await this.#ensureQueue(queue, policy);
     }
   }
@@ -160,23 +168,55 @@ export class JobRunner implements EffectSink {
   /** Starts the workers. */
   async start(): Promise<void> {
     await this.install();
-    const { batchSize, concurrency, pollIntervalSeconds } = this.#options;
+    const { batchSize, concurrency, pollIntervalSeconds, databaseUrl, wakeChannel, log } = this.#options;
     for (const task of this.#tasks.values()) {
-      await this.#boss.work(
-        task.queue,
-        {
-          batchSize,
-          localConcurrency: concurrency,
-          perJobResults: true,
-          pollingIntervalSeconds: pollIntervalSeconds,
-          // NOTIFY announces new jobs only; a retry comes due silently, so keep the configured pace.
-          notifyPollingIntervalSeconds: pollIntervalSeconds,
-          burstWhenBatchFull: batchSize > 1,
-        } as const,
-        (jobs: Job<JobData>[]) => this.#runBatch(task, jobs),
-      );
+      // One pg-boss worker per loop, so that a wake-up can go to one idle loop.
+      const loops: Array<{ id: string; busy: boolean }> = [];
+      for (let i = 0; i < concurrency; i++) {
+        const loop = { id: '', busy: false };
+        loop.id = await this.#boss.work(
+          task.queue,
+          {
+            batchSize,
+            localConcurrency: 1,
+            perJobResults: true,
+            // A retry comes due silently (no insert, no wake-up): the poll finds it.
+            pollingIntervalSeconds: pollIntervalSeconds,
+            notifyPollingIntervalSeconds: pollIntervalSeconds,
+            burstWhenBatchFull: batchSize > 1,
+          } as const,
+          async (jobs: Job<JobData>[]) => {
+            loop.busy = true;
+            try {
+              return await this.#runBatch(task, jobs);
+            } finally {
+              loop.busy = false;
+            }
+          },
+        );
+        loops.push(loop);
+      }
+      this.#loops.set(task.queue, loops);
     }
+    this.#wakeListener = new Listener(databaseUrl, wakeChannel, (queue) => this.#wake(queue), log);
+    this.#wakeListener.start();
     this.#scheduleSweep();
+  }
+
+  /**
+   * New jobs in `queue` (every queue when unknown, after the listener reconnects): one idle
+   * loop fetches them now. With none idle, every loop fetches again as soon as its batch is
+   * done, since there is a backlog.
+   */
+  #wake(queue: string | undefined): void {
+    const queues = queue === undefined ? [...this.#loops.keys()] : [queue];
+    for (const name of queues) {
+      const loops = this.#loops.get(name);
+      if (!loops) continue;
+      const idle = loops.find((loop) => !loop.busy);
+      if (idle) this.#boss.notifyWorker(idle.id);
+      else for (const loop of loops) this.#boss.notifyWorker(loop.id);
+    }
   }
 
   #scheduleSweep(): void {
@@ -211,6 +251,9 @@ export class JobRunner implements EffectSink {
     this.#started = false;
     clearTimeout(this.#sweep);
     await this.#sweeping;
+    await this.#wakeListener?.stop();
+    this.#wakeListener = undefined;
+    this.#loops.clear();
     const abort = setTimeout(
       () => this.#shutdown.abort(new StatehouseError('SHUTTING_DOWN', 'engine is stopping')),
       graceMs,
@@ -246,7 +289,8 @@ export class JobRunner implements EffectSink {
       list.push(retryLimit === undefined ? data : { ...data, retryLimit });
       byQueue.set(queue, list);
     }
-    for (const [queue, jobs] of byQueue) await insertJobs(this.#boss, client, queue, jobs);
+    for (const [queue, jobs] of byQueue)
+      await insertJobs(this.#boss, client, queue, jobs, this.#options.wakeChannel);
   }
 
   async #ensureQueue(name: string, options: Parameters<PgBoss['createQueue']>[1]): Promise<void> {
