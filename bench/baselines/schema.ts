@@ -36,11 +36,14 @@ export async function createBaselineTables(client: pg.ClientBase): Promise<void>
     );`);
 }
 
-/** Many messages in one statement (so one transaction): events, then the entity upsert of what was new. */
-export const INSERT_BATCH_SQL = `
+/**
+ * Many messages in one statement (so one transaction): the rows `source` selects as events,
+ * known message ids skipped, then the entity upsert of what was new.
+ */
+const insertBatch = (source: string) => `
 with ins as (
   insert into ${BASELINE_SCHEMA}.events (message_id, entity_id, type, data, subject, nats_seq, published_at)
-  select * from unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::bigint[], $7::timestamptz[])
+  ${source}
   on conflict (message_id) do nothing
   returning entity_id, nats_seq
 )
@@ -51,21 +54,16 @@ on conflict (entity_id) do update
       events = en.events + excluded.events,
       updated_at = now()`;
 
+/** A batch as one array per column. */
+export const INSERT_BATCH_SQL = insertBatch(
+  'select * from unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::bigint[], $7::timestamptz[])',
+);
+
 /** The same, with the batch as one JSON array of row objects: no per-column array literals to build. */
-export const INSERT_JSON_BATCH_SQL = `
-with ins as (
-  insert into ${BASELINE_SCHEMA}.events (message_id, entity_id, type, data, subject, nats_seq, published_at)
-  select * from jsonb_to_recordset($1::jsonb) as r(message_id text, entity_id text, type text, data jsonb,
-                                                   subject text, nats_seq bigint, published_at timestamptz)
-  on conflict (message_id) do nothing
-  returning entity_id, nats_seq
-)
-insert into ${BASELINE_SCHEMA}.entities as en (entity_id, last_seq, events)
-select entity_id, max(nats_seq), count(*) from ins group by entity_id
-on conflict (entity_id) do update
-  set last_seq = greatest(en.last_seq, excluded.last_seq),
-      events = en.events + excluded.events,
-      updated_at = now()`;
+export const INSERT_JSON_BATCH_SQL = insertBatch(
+  `select * from jsonb_to_recordset($1::jsonb) as r(message_id text, entity_id text, type text, data jsonb,
+                                                   subject text, nats_seq bigint, published_at timestamptz)`,
+);
 
 /** One message in one statement. */
 export const INSERT_ONE_SQL = `
