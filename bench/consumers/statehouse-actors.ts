@@ -11,9 +11,9 @@ import { jetstream } from '@nats-io/jetstream';
 import { connect, headers } from '@nats-io/transport-node';
 import pg from 'pg';
 import { z } from 'zod';
-import { loadConfig } from '../../src/config/index.ts';
 import { Engine } from '../../src/engine/index.ts';
 import { ledgerWorkflow } from '../../test/fixtures/ledger-app.ts';
+import { benchEngineConfig } from '../lib/engine-config.ts';
 import { defineTask, type RunClock } from '../lib/task.ts';
 
 export const SCHEMA = 'statehouse';
@@ -50,20 +50,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export default defineTask({
   input: actorsInput,
   async run(input, clock) {
-    const nats = {
-      stream: input.stream,
-      consumer: input.consumer,
-      subjectPrefix: input.subjectPrefix,
-      emitStream: input.emitStream,
-    };
-    const config = loadConfig({
-      env: {},
-      file: '',
-      overrides: {
-        nats,
-        dispatcher: { batchSize: input.batchSize, concurrency: input.concurrency },
-        log: { level: 'warn' },
-      },
+    const config = benchEngineConfig(input, {
+      dispatcher: { batchSize: input.batchSize, concurrency: input.concurrency },
     });
     const latency = input.mode === 'latency';
     const engine = await Engine.create({

@@ -4,27 +4,16 @@
 import type { JsMsg } from '@nats-io/jetstream';
 import { handlers } from '../../handlers/index.ts';
 import { workflows } from '../../machines/index.ts';
-import { loadConfig } from '../../src/config/index.ts';
 import { Engine } from '../../src/engine/index.ts';
 import type { Handler } from '../../src/jobs/index.ts';
+import { benchEngineConfig } from '../lib/engine-config.ts';
 import { ingestInput } from '../lib/ingest-input.ts';
 import { defineTask } from '../lib/task.ts';
 
 export default defineTask({
   input: ingestInput,
   async run(input, clock) {
-    // Built apart from the literal so that settings an older or newer config lacks are not a type error.
-    const nats = {
-      stream: input.stream,
-      consumer: input.consumer,
-      subjectPrefix: input.subjectPrefix,
-      emitStream: input.emitStream,
-    };
-    const config = loadConfig({
-      env: {},
-      file: '',
-      overrides: { nats, ingest: { batchSize: input.batchSize }, log: { level: 'warn' } },
-    });
+    const config = benchEngineConfig(input, { ingest: { batchSize: input.batchSize } });
     // Every part but ingest off, whichever parts this engine has.
     const parts = { ingest: true, dispatch: false, jobs: false, outbox: false };
     let allStored: () => void = () => {};
