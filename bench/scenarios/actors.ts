@@ -1,24 +1,14 @@
-// Scenario "actors": stored events → entity snapshots. N `ledger.entry` events over M ledger
-// entities (test/fixtures/ledger-app.ts: a pure transition whose assign appends the event's
-// `n` to the context, no handlers) are stored first with appendEvents; then statehouse's
-// dispatcher (an engine with only the dispatch part on) and the hand-written batched-update
-// baseline each apply them, in a fresh database of their own, timed until every entity's
-// applied_version equals its event count. Finally a full engine (ingest + dispatch) gets the
-// same kind of events published to NATS as fast as it takes them, which measures the
-// maximum rate from publish to committed transition, and then at half that rate, where the
-// latency from publish to committed transition is measured.
-import path from 'node:path';
 import pg from 'pg';
 import { createPool, migrate, withTransaction } from '../../src/db/index.ts';
 import { appendEvents, type NewEvent } from '../../src/store/index.ts';
 import { WorkflowRegistry } from '../../src/workflows/index.ts';
 import { ledgerWorkflow } from '../../test/fixtures/ledger-app.ts';
 import { type ActorsInput, entityId, MACHINE, SCHEMA } from '../consumers/statehouse-actors.ts';
-import { runWorker, type WorkerRun } from '../lib/harness.ts';
-import { waitForQuiet } from '../lib/proc.ts';
+import type { WorkerRun } from '../lib/harness.ts';
 import { percentiles } from '../lib/stats.ts';
 import {
   figuresOf,
+  measuredRun,
   medianRun,
   type ResultRow,
   rateOf,
@@ -143,7 +133,6 @@ export const actors: Scenario = {
         const url = await services.createDatabase(database);
         progress(`actors: storing ${events} events over ${entities} entities for ${variant.name}…`);
         await prepare(url, events, entities);
-        await services.checkpoint();
         const input: ActorsInput = {
           ...base,
           databaseUrl: url,
@@ -154,16 +143,13 @@ export const actors: Scenario = {
           warmupEvents: 0,
           pollMs: 5,
         };
-        await waitForQuiet(options.quietSeconds, progress);
-        progress(`actors: ${variant.name}${options.repeat > 1 ? ` (round ${round + 1})` : ''}…`);
-        const profile = options.profileDir
-          ? path.join(options.profileDir, `actors-${variant.name}-${runId}-${round}.cpuprofile`)
-          : undefined;
-        const run = await runWorker({
-          services,
-          databases: [database],
-          spec: { module: variant.module, input, ...(profile ? { profile } : {}) },
+        const run = await measuredRun(ctx, {
+          announce: `actors: ${variant.name}${options.repeat > 1 ? ` (round ${round + 1})` : ''}…`,
+          database,
+          module: variant.module,
+          input,
           timeoutMs: Math.max(120_000, events * 10),
+          profileName: `actors-${variant.name}-${runId}-${round}`,
         });
         await verify(url, variant.name, events, entities);
         progress(`actors: ${variant.name}: ${Math.round(rateOf(run))} transitions/s`);
@@ -180,33 +166,23 @@ export const actors: Scenario = {
       const url = await services.createDatabase(database);
       // Each run reads the stream from the start: only its own events may be there.
       await (await services.jsm()).streams.purge(stream);
-      await services.checkpoint();
-      await waitForQuiet(options.quietSeconds, progress);
-      progress(
-        `actors: ${label}: publishing ${warmupEvents} + ${count} events${Number.isFinite(rate) ? ` at ${rate}/s` : ' unpaced'} to a full engine…`,
-      );
-      const profile = options.profileDir
-        ? path.join(options.profileDir, `actors-${label}-${runId}.cpuprofile`)
-        : undefined;
-      const run = await runWorker({
-        services,
-        databases: [database],
-        spec: {
-          module: STATEHOUSE.module,
-          ...(profile ? { profile } : {}),
-          input: {
-            ...base,
-            databaseUrl: url,
-            stream,
-            consumer: `${runId}-actors-${label}`,
-            events: count,
-            mode: 'latency',
-            rate: Number.isFinite(rate) ? rate : 1_000_000,
-            warmupEvents,
-            pollMs: 5,
-          } satisfies ActorsInput,
-        },
+      const run = await measuredRun(ctx, {
+        announce: `actors: ${label}: publishing ${warmupEvents} + ${count} events${Number.isFinite(rate) ? ` at ${rate}/s` : ' unpaced'} to a full engine…`,
+        database,
+        module: STATEHOUSE.module,
+        input: {
+          ...base,
+          databaseUrl: url,
+          stream,
+          consumer: `${runId}-actors-${label}`,
+          events: count,
+          mode: 'latency',
+          rate: Number.isFinite(rate) ? rate : 1_000_000,
+          warmupEvents,
+          pollMs: 5,
+        } satisfies ActorsInput,
         timeoutMs: 180_000 + (Number.isFinite(rate) ? ((warmupEvents + count) / rate) * 1000 : 0),
+        profileName: `actors-${label}-${runId}`,
       });
       await services.dropDatabase(database);
       return run;

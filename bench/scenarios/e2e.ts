@@ -7,13 +7,13 @@
 import { mkdirSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { E2eInput } from '../lib/e2e-input.ts';
-import { runWorker, type WorkerRun } from '../lib/harness.ts';
-import { waitForQuiet } from '../lib/proc.ts';
+import type { WorkerRun } from '../lib/harness.ts';
 import { summarizeProfile } from '../lib/profile.ts';
 import { percentiles } from '../lib/stats.ts';
 import {
   type Figures,
   figuresOf,
+  measuredRun,
   medianRun,
   type ResultRow,
   rateOf,
@@ -53,31 +53,24 @@ export async function runE2e(
   const url = await services.createDatabase(database);
   const stream = services.trackStream(`${runId}_${tag}`.toUpperCase());
   const emitStream = services.trackStream(`${stream}_EMITTED`);
-  await services.checkpoint();
-  await waitForQuiet(options.quietSeconds, progress);
-  progress(
-    `${spec.scenario}: ${spec.label}: ${spec.orders} orders${spec.mode === 'latency' ? ` at ${spec.rate}/s` : ''}…`,
-  );
   try {
-    const run = await runWorker({
-      services,
-      databases: [database],
-      spec: {
-        module: spec.module,
-        input: {
-          databaseUrl: url,
-          natsUrl: services.natsUrl,
-          stream,
-          emitStream,
-          consumer: `${runId}-${tag}`,
-          prefix: `${runId}${tag}.`,
-          orders: spec.orders,
-          processes: spec.processes,
-          mode: spec.mode,
-          rate: spec.rate ?? 100,
-          ...(engineProfileDir ? { engineProfileDir } : {}),
-        } satisfies E2eInput,
-      },
+    const run = await measuredRun(ctx, {
+      announce: `${spec.scenario}: ${spec.label}: ${spec.orders} orders${spec.mode === 'latency' ? ` at ${spec.rate}/s` : ''}…`,
+      database,
+      module: spec.module,
+      input: {
+        databaseUrl: url,
+        natsUrl: services.natsUrl,
+        stream,
+        emitStream,
+        consumer: `${runId}-${tag}`,
+        prefix: `${runId}${tag}.`,
+        orders: spec.orders,
+        processes: spec.processes,
+        mode: spec.mode,
+        rate: spec.rate ?? 100,
+        ...(engineProfileDir ? { engineProfileDir } : {}),
+      } satisfies E2eInput,
       timeoutMs: 660_000,
     });
     const rate = run.measurement.items / (run.measurement.elapsedMs / 1000);

@@ -1,18 +1,12 @@
-// Scenario "ingest": JetStream → Postgres. N order.placed events over M entities are
-// published first; then each consumer, in its own process, reads the whole stream with a
-// durable consumer of its own and is timed from its first fetch until the commit that
-// stores the last message. Each consumer writes into a fresh database of its own.
-import path from 'node:path';
 import pg from 'pg';
 import { workflows } from '../../machines/index.ts';
 import { WorkflowRegistry } from '../../src/workflows/index.ts';
 import { countBaselineEvents, createBaselineTables } from '../baselines/schema.ts';
-import { runWorker, type WorkerRun } from '../lib/harness.ts';
+import type { WorkerRun } from '../lib/harness.ts';
 import type { IngestInput } from '../lib/ingest-input.ts';
-import { waitForQuiet } from '../lib/proc.ts';
 import { median } from '../lib/stats.ts';
 import type { Figures, ResultRow, Scenario, ScenarioContext } from './types.ts';
-import { figuresOf } from './types.ts';
+import { figuresOf, measuredRun } from './types.ts';
 
 interface Variant {
   name: string;
@@ -170,7 +164,6 @@ export const ingest: Scenario = {
         const database = `${runId}_${variant.name.replace(/-/g, '_')}_${round}`;
         await services.createDatabase(database);
         if (variant.prepare) await withDatabase(ctx, database, variant.prepare);
-        await services.checkpoint();
         const input: IngestInput = {
           databaseUrl: services.databaseUrl(database),
           natsUrl: services.natsUrl,
@@ -183,16 +176,13 @@ export const ingest: Scenario = {
           maxAckPending,
           tuning: { ackAll: true, pipeline: true, encoding: 'json', ...variant.tuning },
         };
-        await waitForQuiet(options.quietSeconds, progress);
-        progress(`ingest: ${variant.name}${options.repeat > 1 ? ` (round ${round + 1})` : ''}…`);
-        const profile = options.profileDir
-          ? path.join(options.profileDir, `ingest-${variant.name}-${runId}-${round}.cpuprofile`)
-          : undefined;
-        const run = await runWorker({
-          services,
-          databases: [database],
-          spec: { module: variant.module, input, ...(profile ? { profile } : {}) },
+        const run = await measuredRun(ctx, {
+          announce: `ingest: ${variant.name}${options.repeat > 1 ? ` (round ${round + 1})` : ''}…`,
+          database,
+          module: variant.module,
+          input,
           timeoutMs: Math.max(120_000, options.events * 5),
+          profileName: `ingest-${variant.name}-${runId}-${round}`,
         });
         const { stored, quarantined } = await withDatabase(ctx, database, variant.count);
         // A consumer stops at the commit holding its last message; one timed over fewer

@@ -1,16 +1,18 @@
-// Scenario "jobs": N no-op jobs, already queued, worked off by statehouse's JobRunner
-// (each job's outcome becomes an event of its entity) vs by pg-boss alone. Both use the
-// same pg-boss, batch size and concurrency; each runs in its own process and database and
-// is timed from starting its workers until every job is done.
-import path from 'node:path';
 import pg from 'pg';
 import { createPool, migrate } from '../../src/db/index.ts';
 import { MACHINE, SCHEMA } from '../consumers/statehouse-jobs.ts';
-import { runWorker, type WorkerRun } from '../lib/harness.ts';
+import type { WorkerRun } from '../lib/harness.ts';
 import type { JobsInput } from '../lib/jobs-input.ts';
-import { waitForQuiet } from '../lib/proc.ts';
-import { median, percentiles } from '../lib/stats.ts';
-import { figuresOf, type ResultRow, type Scenario, type ScenarioContext } from './types.ts';
+import { percentiles } from '../lib/stats.ts';
+import {
+  figuresOf,
+  measuredRun,
+  medianRun,
+  type ResultRow,
+  rateOf,
+  type Scenario,
+  type ScenarioContext,
+} from './types.ts';
 
 const BOSS_SCHEMA = 'pgboss';
 const BATCH_SIZE = 100;
@@ -90,7 +92,6 @@ export const jobs: Scenario = {
         await services.createDatabase(database);
         const url = services.databaseUrl(database);
         await variant.prepare?.(url);
-        await services.checkpoint();
         const input: JobsInput = {
           databaseUrl: url,
           jobs: options.events,
@@ -101,23 +102,19 @@ export const jobs: Scenario = {
           mode: 'throughput',
           rate: LATENCY_RATE,
         };
-        await waitForQuiet(options.quietSeconds, progress);
-        progress(`jobs: ${variant.name}${options.repeat > 1 ? ` (round ${round + 1})` : ''}…`);
-        const profile = options.profileDir
-          ? path.join(options.profileDir, `jobs-${variant.name}-${runId}-${round}.cpuprofile`)
-          : undefined;
-        const run = await runWorker({
-          services,
-          databases: [database],
-          spec: { module: variant.module, input, ...(profile ? { profile } : {}) },
+        const run = await measuredRun(ctx, {
+          announce: `jobs: ${variant.name}${options.repeat > 1 ? ` (round ${round + 1})` : ''}…`,
+          database,
+          module: variant.module,
+          input,
           timeoutMs: Math.max(120_000, options.events * 20),
+          profileName: `jobs-${variant.name}-${runId}-${round}`,
         });
         const done = await withClient(url, variant.count);
         if (done !== options.events) {
           throw new Error(`${variant.name} finished ${done} jobs; expected ${options.events}`);
         }
-        const rate = run.measurement.items / (run.measurement.elapsedMs / 1000);
-        progress(`jobs: ${variant.name}: ${Math.round(rate)} jobs/s`);
+        progress(`jobs: ${variant.name}: ${Math.round(rateOf(run))} jobs/s`);
         runs.set(variant.name, [...(runs.get(variant.name) ?? []), run]);
         enqueue.set(variant.name, Number(run.measurement.notes.enqueuePerSecond ?? Number.NaN));
         await services.dropDatabase(database);
@@ -130,25 +127,20 @@ export const jobs: Scenario = {
       await services.createDatabase(database);
       const url = services.databaseUrl(database);
       await variant.prepare?.(url);
-      await services.checkpoint();
-      await waitForQuiet(options.quietSeconds, progress);
-      progress(`jobs: ${variant.name}: start delay, ${LATENCY_JOBS} jobs at ${LATENCY_RATE}/s…`);
-      const run = await runWorker({
-        services,
-        databases: [database],
-        spec: {
-          module: variant.module,
-          input: {
-            databaseUrl: url,
-            jobs: LATENCY_JOBS,
-            entities: options.entities,
-            batchSize: BATCH_SIZE,
-            concurrency: CONCURRENCY,
-            bossSchema: BOSS_SCHEMA,
-            mode: 'latency',
-            rate: LATENCY_RATE,
-          } satisfies JobsInput,
-        },
+      const run = await measuredRun(ctx, {
+        announce: `jobs: ${variant.name}: start delay, ${LATENCY_JOBS} jobs at ${LATENCY_RATE}/s…`,
+        database,
+        module: variant.module,
+        input: {
+          databaseUrl: url,
+          jobs: LATENCY_JOBS,
+          entities: options.entities,
+          batchSize: BATCH_SIZE,
+          concurrency: CONCURRENCY,
+          bossSchema: BOSS_SCHEMA,
+          mode: 'latency',
+          rate: LATENCY_RATE,
+        } satisfies JobsInput,
         timeoutMs: 120_000,
       });
       const delay = percentiles(run.measurement.latencyMs);
@@ -170,12 +162,7 @@ export const jobs: Scenario = {
       baselineFigures: delayFigures(PGBOSS.name),
     };
 
-    const figures = (name: string) => {
-      const list = runs.get(name) ?? [];
-      const rate = (r: WorkerRun) => r.measurement.items / r.measurement.elapsedMs;
-      const m = median(list.map(rate));
-      return figuresOf(name, list.find((r) => rate(r) === m)!);
-    };
+    const figures = (name: string) => figuresOf(name, medianRun(runs.get(name) ?? []));
     const row: ResultRow = {
       scenario: 'jobs',
       baseline: PGBOSS.name,

@@ -1,4 +1,6 @@
-import type { WorkerRun } from '../lib/harness.ts';
+import path from 'node:path';
+import { runWorker, type WorkerRun } from '../lib/harness.ts';
+import { waitForQuiet } from '../lib/proc.ts';
 import type { BenchServices } from '../lib/services.ts';
 import { mean, median, type Percentiles, percentiles, round } from '../lib/stats.ts';
 
@@ -144,4 +146,35 @@ export const rateOf = (run: WorkerRun) => run.measurement.items / (run.measureme
 export function medianRun(runs: readonly WorkerRun[]): WorkerRun {
   const m = median(runs.map(rateOf));
   return runs.find((r) => rateOf(r) === m) ?? runs[0]!;
+}
+
+/**
+ * One measured run: a checkpoint, a wait for a quiet machine, the announcement, then the
+ * worker, with a CPU profile under `profileName` when the run asked for profiles.
+ */
+export async function measuredRun(
+  ctx: ScenarioContext,
+  run: {
+    announce: string;
+    database: string;
+    module: string;
+    input: unknown;
+    timeoutMs: number;
+    profileName?: string;
+  },
+): Promise<WorkerRun> {
+  const { services, options, progress } = ctx;
+  await services.checkpoint();
+  await waitForQuiet(options.quietSeconds, progress);
+  progress(run.announce);
+  const profile =
+    options.profileDir && run.profileName
+      ? path.join(options.profileDir, `${run.profileName}.cpuprofile`)
+      : undefined;
+  return runWorker({
+    services,
+    databases: [run.database],
+    spec: { module: run.module, input: run.input, ...(profile ? { profile } : {}) },
+    timeoutMs: run.timeoutMs,
+  });
 }
