@@ -23,6 +23,9 @@ export interface EffectSink {
   enqueue(client: pg.ClientBase, jobs: readonly PlannedJob[]): Promise<void>;
 }
 
+/** Bounds one transaction when an entity has a long backlog; the rest follows in the next. */
+const MAX_EVENTS_PER_STEP = 100;
+
 export interface DispatcherOptions {
   pool: pg.Pool;
   databaseUrl: string;
@@ -38,8 +41,6 @@ export interface DispatcherOptions {
   concurrency: number;
   batchSize: number;
   pollIntervalMs: number;
-  /** Bounds one transaction when an entity has a long backlog; the rest follows in the next. */
-  maxEventsPerEntity?: number;
   log: Logger;
 }
 
@@ -99,7 +100,7 @@ export class Dispatcher {
   /** One claim-apply-commit round; resolves with how many entities it moved. */
   async dispatchOnce(): Promise<number> {
     const { pool, registry, effects, batchSize, log } = this.#options;
-    const maxEvents = this.#options.maxEventsPerEntity ?? 100;
+    const maxEvents = MAX_EVENTS_PER_STEP;
     return withTransaction(pool, async (client) => {
       const claimed = await claimEntities(client, {
         limit: batchSize,

@@ -121,6 +121,8 @@ export class TimerScheduler {
       },
       { alsoRetry: isDuplicateMessageError },
     );
+    // Only an idle round sleeps, and only it needs to know when the next timer is due.
+    if (fired > 0) return { fired, nextInMs: undefined };
     const { rows } = await pool.query<{ ms: number | null }>(
       'select greatest(0, extract(epoch from (min(fire_at) - now())) * 1000)::float8 as ms from timers',
     );

@@ -94,13 +94,16 @@ export async function resumeEntity(
       `entity "${entityId}" of machine "${entity.machine}" is ${entity.status}, not failed; only failed entities are resumed`,
     );
   }
+  // The NOTIFY rides in the same statement: delivered when it commits.
   await pool.query(
-    `update entities set status = 'active', error = null, updated_at = now(),
-            pending_since = case when applied_version < last_version then now() end
-     where machine = $1 and entity_id = $2 and status = 'failed'`,
-    [entity.machine, entityId],
+    `with resumed as (
+       update entities set status = 'active', error = null, updated_at = now(),
+              pending_since = case when applied_version < last_version then now() end
+       where machine = $1 and entity_id = $2 and status = 'failed'
+     )
+     select pg_notify($3, '')::text`,
+    [entity.machine, entityId, notifyChannel],
   );
-  await pool.query('select pg_notify($1, $2)', [notifyChannel, '']);
   return entity.machine;
 }
 

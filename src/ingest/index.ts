@@ -21,6 +21,5 @@ export {
   type ConsumerSettings,
   ensureConsumer,
   ensureStream,
-  isNotFound,
   type StreamSettings,
 } from './stream.ts';

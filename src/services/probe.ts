@@ -1,4 +1,5 @@
 import { createConnection } from 'node:net';
+import { sleep } from '../db/transaction.ts';
 
 /** True when something accepts TCP connections on host:port within `timeoutMs`. */
 export function portAnswers(host: string, port: number, timeoutMs = 500): Promise<boolean> {
@@ -18,7 +19,7 @@ export async function waitForPort(host: string, port: number, timeoutMs: number)
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await portAnswers(host, port)) return true;
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
   }
   return false;
 }

@@ -46,10 +46,6 @@ export class PollingLoop {
     );
   }
 
-  get running(): boolean {
-    return this.#running;
-  }
-
   start(): void {
     if (this.#running) return;
     this.#running = true;
@@ -65,10 +61,6 @@ export class PollingLoop {
     this.#wakeup.wake();
     await Promise.all(this.#loops);
     await this.#listener.stop();
-  }
-
-  wake(): void {
-    this.#wakeup.wake();
   }
 
   async #loop(index: number): Promise<void> {

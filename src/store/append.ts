@@ -62,14 +62,11 @@ appended as (
 )`;
 }
 
+/** Appends, and queues a NOTIFY on `$2` when anything was appended and `$2` is set. */
 const APPEND_SQL = `with ${appendCtes()}
-select position, machine, entity_id as "entityId", version, message_id as "messageId" from appended`;
-
-/** The same, queuing a NOTIFY on `$2` when anything was appended: one round trip, not two. */
-const APPEND_NOTIFY_SQL = `with ${appendCtes()}
 select position, machine, entity_id as "entityId", version, message_id as "messageId",
        -- Uncorrelated, so evaluated once, and only when there is an appended row to return.
-       (select pg_notify($2, '')::text) as notified
+       (select case when $2::text is not null then pg_notify($2, '')::text end) as notified
 from appended`;
 
 /** The batch as the one JSON document `appendCtes` reads (`$1`). */
@@ -104,15 +101,11 @@ export async function appendEvents(
   if (events.length === 0) return { appended: [], duplicates: 0 };
   // Named, so each connection plans the statement once instead of on every batch. The
   // NOTIFY is delivered at commit, once per transaction: it wakes the dispatchers.
-  const { rows } = await client.query<AppendedEvent & { notified?: unknown }>(
-    options.notifyChannel
-      ? {
-          name: 'statehouse.append-events-notify',
-          text: APPEND_NOTIFY_SQL,
-          values: [encodeEvents(events), options.notifyChannel],
-        }
-      : { name: 'statehouse.append-events', text: APPEND_SQL, values: [encodeEvents(events)] },
-  );
+  const { rows } = await client.query<AppendedEvent & { notified?: unknown }>({
+    name: 'statehouse.append-events',
+    text: APPEND_SQL,
+    values: [encodeEvents(events), options.notifyChannel ?? null],
+  });
   const appended = rows.map(({ notified: _, ...event }) => event);
   return { appended, duplicates: events.length - appended.length };
 }

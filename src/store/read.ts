@@ -25,31 +25,6 @@ export async function readStream(
   return rows;
 }
 
-/**
- * The unapplied events of many entities at once, grouped per entity in version order,
- * at most `perEntity` each: a long backlog is worked off over several steps.
- */
-export async function readPendingEvents(
-  client: pg.ClientBase,
-  entities: ReadonlyArray<{ machine: string; entityId: string; appliedVersion: number }>,
-  perEntity: number,
-): Promise<Map<string, StoredEvent[]>> {
-  const { rows } = await client.query<StoredEvent>(
-    `select ${eventColumns('e')}
-     from unnest($1::text[], $2::text[], $3::int[]) as p(machine, entity_id, applied)
-     join events e on e.machine = p.machine and e.entity_id = p.entity_id
-      and e.version > p.applied and e.version <= p.applied + $4
-     order by e.machine, e.entity_id, e.version`,
-    [
-      entities.map((e) => e.machine),
-      entities.map((e) => e.entityId),
-      entities.map((e) => e.appliedVersion),
-      perEntity,
-    ],
-  );
-  return groupByEntity(rows);
-}
-
 /** Rows grouped by their entity, each group in the rows' order. */
 export function groupByEntity<T extends { machine: string; entityId: string }>(
   rows: readonly T[],
@@ -64,6 +39,6 @@ export function groupByEntity<T extends { machine: string; entityId: string }>(
   return byEntity;
 }
 
-export function entityKey(machine: string, entityId: string): string {
+function entityKey(machine: string, entityId: string): string {
   return `${machine}\u0000${entityId}`;
 }
