@@ -144,7 +144,11 @@ describe('statehouse CLI', () => {
       /chargePayment's undo failed for good: fix the cause, then `statehouse jobs retry (\S+)`/.exec(
         shown,
       )?.[1];
-    const failed = cli('jobs', 'list', '--entity', 'cli-2', '--kind', 'compensate', '--state', 'failed');
+    // pg-boss marks the job failed just after the transaction that recorded its failure.
+    const failed = await waitFor('the failed compensation job', async () => {
+      const listed = cli('jobs', 'list', '--entity', 'cli-2', '--kind', 'compensate', '--state', 'failed');
+      return listed.stdout.includes('chargePayment') ? listed : undefined;
+    });
     expect(failed.status, failed.stderr).toBe(0);
     const [, id] = /^(\S+)\s.*failed\s+chargePayment \(compensate\)\s+order cli-2/m.exec(failed.stdout) ?? [];
     expect(id, failed.stdout).toBeDefined();

@@ -89,7 +89,11 @@ describe('saga compensation and job operations', () => {
       'saga.compensationFailed',
     ]);
 
-    const [failed] = await engine.operations.list({ entityId: 't-2', kind: 'compensate', state: 'failed' });
+    // pg-boss marks the job failed just after the transaction that recorded its failure.
+    const [failed] = await waitFor('the failed compensation job', async () => {
+      const list = await engine.operations.list({ entityId: 't-2', kind: 'compensate', state: 'failed' });
+      return list.length > 0 ? list : undefined;
+    });
     expect(failed).toMatchObject({ handler: 'bookHotel', kind: 'compensate', deadLetter: false });
     const [deadLetter] = await engine.operations.list({
       entityId: 't-2',

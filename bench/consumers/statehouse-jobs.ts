@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import { createPool, dispatchChannel, jobsChannel } from '../../src/db/index.ts';
 import { defineHandler, type Handler, type JobData, JobRunner, queueName } from '../../src/jobs/index.ts';
-import { insertJobs } from '../../src/jobs/queues.ts';
+import { insertJobs, wakeWorkers } from '../../src/jobs/queues.ts';
 import { createLogger } from '../../src/shared/logger.ts';
 import { INSERT_CHUNK, jobsInput, paced, UNFINISHED_SQL } from '../lib/jobs-input.ts';
 import { defineTask } from '../lib/task.ts';
@@ -72,7 +72,8 @@ export default defineTask({
         const client = await pool.connect();
         try {
           await client.query('begin');
-          await insertJobs(runner.boss, client, queue, [job(i, sentAt)], jobsChannel(SCHEMA));
+          await insertJobs(runner.boss, client, queue, [job(i, sentAt)]);
+          await wakeWorkers(client, jobsChannel(SCHEMA), [queue]);
           await client.query('commit');
         } finally {
           client.release();

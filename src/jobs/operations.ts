@@ -14,6 +14,7 @@ import {
   outcomeType,
   QUEUE_PREFIX,
   queueName,
+  wakeWorkers,
 } from './queues.ts';
 import { reopenStep } from './saga.ts';
 
@@ -305,13 +306,8 @@ export class JobOperations {
         job.data.saga.stepKey,
       );
     }
-    const [newJobId] = await insertJobs(
-      this.#boss,
-      client,
-      sourceQueueOf(job.queue),
-      [job.data],
-      this.#wakeChannel,
-    );
+    const [newJobId] = await insertJobs(this.#boss, client, job.queue, [job.data]);
+    await wakeWorkers(client, this.#wakeChannel, [job.queue]);
     // Kept, for the record, with a pointer that stops a second rerun of the same failure.
     await client.query(
       `update ${this.#schema}.job set output = coalesce(output, '{}'::jsonb) || jsonb_build_object('retriedAs', $3::text)

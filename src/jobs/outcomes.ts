@@ -2,8 +2,8 @@ import type pg from 'pg';
 import type { PgBoss } from 'pg-boss';
 import type { EventSource } from '../store/index.ts';
 import { appendEvents } from '../store/index.ts';
-import { insertJobs, type JobData, outcomeMessageId, outcomeType, queueName } from './queues.ts';
-import { onCompensationOutcome, recordSagaStep, type SagaDeps } from './saga.ts';
+import { insertJobs, type JobData, outcomeMessageId, outcomeType, queueName, wakeWorkers } from './queues.ts';
+import { onCompensationOutcome, recordSagaSteps, type SagaDeps } from './saga.ts';
 
 /** How one job ended, about to become its entity's next event. */
 export interface JobOutcome {
@@ -30,7 +30,7 @@ export class OutcomeRecorder {
   constructor(
     boss: PgBoss,
     notifyChannel: string,
-    wakeChannel: string | undefined,
+    wakeChannel: string,
     canCompensate: (handler: string) => boolean,
     retryLimitOf: (handler: string) => number | undefined = () => undefined,
   ) {
@@ -40,13 +40,9 @@ export class OutcomeRecorder {
       canCompensate,
       enqueueCompensation: async (client, data) => {
         const retryLimit = retryLimitOf(data.handler);
-        await insertJobs(
-          boss,
-          client,
-          queueName(data.handler, 'compensate'),
-          [retryLimit === undefined ? data : { ...data, retryLimit }],
-          wakeChannel,
-        );
+        const queue = queueName(data.handler, 'compensate');
+        await insertJobs(boss, client, queue, [retryLimit === undefined ? data : { ...data, retryLimit }]);
+        await wakeWorkers(client, wakeChannel, [queue]);
       },
     };
   }
@@ -60,11 +56,7 @@ export class OutcomeRecorder {
    * undo): then it needs a transaction; otherwise `record` sends one statement.
    */
   static needsTransaction(outcomes: readonly JobOutcome[]): boolean {
-    return outcomes.some(
-      ({ data, ok }) =>
-        (data.kind === 'run' && data.compensable === true && ok) ||
-        (data.kind === 'compensate' && !!data.saga),
-    );
+    return outcomes.some((outcome) => followUpOf(outcome) !== undefined);
   }
 
   /** Records the outcomes; one already recorded (the same job id) is skipped, with its saga follow-up. */
@@ -84,26 +76,39 @@ export class OutcomeRecorder {
       { notifyChannel: this.#notifyChannel },
     );
     const fresh = new Map(appended.map((event) => [event.messageId, event]));
-    for (const outcome of outcomes) {
+    const recorded = outcomes.flatMap((outcome) => {
       const event = fresh.get(outcomeMessageId(outcome.jobId));
-      if (!event) continue;
+      const followUp = followUpOf(outcome);
+      return event && followUp ? [{ outcome, event, followUp }] : [];
+    });
+    // New steps first, in one statement: a saga moving on in the same batch sees them.
+    await recordSagaSteps(
+      client,
+      recorded.flatMap(({ outcome, followUp }) =>
+        followUp === 'step' ? [{ data: outcome.data, result: outcome.payload }] : [],
+      ),
+    );
+    for (const { outcome, event, followUp } of recorded) {
       const { data } = outcome;
-      if (data.kind === 'run' && data.compensable && outcome.ok) {
-        await recordSagaStep(client, data, outcome.payload);
-      } else if (data.kind === 'compensate' && data.saga) {
-        const cause = {
+      if (followUp !== 'saga' || !data.saga) continue;
+      await onCompensationOutcome(
+        client,
+        { ...data, saga: data.saga },
+        outcome.ok ? { ok: true } : { ok: false, error: outcome.payload, jobId: outcome.jobId },
+        {
           position: event.position,
           version: event.version,
           type: outcomeType(data, outcome.ok ? 'done' : 'failed'),
-        };
-        await onCompensationOutcome(
-          client,
-          { ...data, saga: data.saga },
-          outcome.ok ? { ok: true } : { ok: false, error: outcome.payload, jobId: outcome.jobId },
-          cause,
-          this.#saga,
-        );
-      }
+        },
+        this.#saga,
+      );
     }
   }
+}
+
+/** What recording an outcome entails besides its event: a new saga step, or the saga's next move. */
+function followUpOf({ data, ok }: JobOutcome): 'step' | 'saga' | undefined {
+  if (data.kind === 'run' && data.compensable === true && ok) return 'step';
+  if (data.kind === 'compensate' && data.saga) return 'saga';
+  return undefined;
 }

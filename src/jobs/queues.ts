@@ -46,17 +46,14 @@ export function outcomeType(data: Pick<JobData, 'handler' | 'kind'>, outcome: 'd
 export const outcomeMessageId = (jobId: string) => `outcome:${jobId}`;
 
 /**
- * Inserts jobs through `client`, so they commit or roll back with the caller's transaction,
- * and queues a NOTIFY on `wakeChannel` naming the queue: at commit it wakes one idle worker
- * of that queue in each engine process (see JobRunner), not every worker as pg-boss's own
- * queue notification would.
+ * Inserts jobs through `client`, so they commit or roll back with the caller's transaction.
+ * Follow with `wakeWorkers` for the queues written to.
  */
 export async function insertJobs(
   boss: PgBoss,
   client: pg.ClientBase,
   queue: string,
   jobs: readonly JobData[],
-  wakeChannel: string | undefined,
 ): Promise<string[]> {
   if (jobs.length === 0) return [];
   const rows = jobs.map((data) => ({
@@ -65,8 +62,21 @@ export async function insertJobs(
     ...(data.retryLimit === undefined ? {} : { retryLimit: data.retryLimit }),
   }));
   await boss.insert(queue, rows, { db: dbOf(client) });
-  if (wakeChannel) await client.query('select pg_notify($1, $2)', [wakeChannel, queue]);
   return rows.map((row) => row.id);
+}
+
+/**
+ * Queues one NOTIFY on `wakeChannel` per queue, in one statement: at commit each wakes one
+ * idle worker of that queue in each engine process (see JobRunner), not every worker as
+ * pg-boss's own queue notification would.
+ */
+export async function wakeWorkers(
+  client: pg.ClientBase,
+  wakeChannel: string,
+  queues: readonly string[],
+): Promise<void> {
+  if (queues.length === 0) return;
+  await client.query('select pg_notify($1, q) from unnest($2::text[]) as q', [wakeChannel, queues]);
 }
 
 /** pg-boss's connection option for running its statements on our transaction's client. */

@@ -11,7 +11,7 @@ import type { JobEffect } from '../workflows/index.ts';
 import { sweepDeadLetters } from './dead-letters.ts';
 import type { Handler, HandlerContext } from './handler.ts';
 import { type JobOutcome, OutcomeRecorder } from './outcomes.ts';
-import { dbOf, deadLetterQueueName, insertJobs, type JobData, queueName } from './queues.ts';
+import { dbOf, deadLetterQueueName, insertJobs, type JobData, queueName, wakeWorkers } from './queues.ts';
 import { startCompensation } from './saga.ts';
 
 export interface JobRunnerOptions {
@@ -289,8 +289,8 @@ export class JobRunner implements EffectSink {
       list.push(retryLimit === undefined ? data : { ...data, retryLimit });
       byQueue.set(queue, list);
     }
-    for (const [queue, jobs] of byQueue)
-      await insertJobs(this.#boss, client, queue, jobs, this.#options.wakeChannel);
+    for (const [queue, jobs] of byQueue) await insertJobs(this.#boss, client, queue, jobs);
+    await wakeWorkers(client, this.#options.wakeChannel, [...byQueue.keys()]);
   }
 
   async #ensureQueue(name: string, options: Parameters<PgBoss['createQueue']>[1]): Promise<void> {
@@ -451,8 +451,8 @@ export class JobRunner implements EffectSink {
 }
 
 /**
- * The handler's output as it will be stored: JSON, without the \u0000 that Postgres's jsonb
- * refuses. Checked here, so an output that cannot be stored fails its own job (for good:
+ * The handler's output, checked to be storable: JSON, without the \u0000 that Postgres's
+ * jsonb refuses. Checked here, so an output that cannot be stored fails its own job (for good:
  * running it again gives the same output), not the batch it was recorded with.
  */
 function storable(handler: string, output: unknown): unknown {
@@ -474,5 +474,6 @@ function storable(handler: string, output: unknown): unknown {
       { retryable: false },
     );
   }
-  return JSON.parse(text);
+  // Everything downstream serialises it the same way; no need to parse the text back.
+  return output ?? null;
 }

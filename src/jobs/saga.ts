@@ -6,8 +6,9 @@ import type { JobData } from './queues.ts';
 /**
  * The saga the engine drives, in SQL on the caller's transaction: completed compensable
  * runs are recorded as steps; `compensateCompleted()` undoes them newest first, one
- * compensation job at a time; each compensation's outcome moves the saga on. Every
- * function here locks the entity's row before its saga steps, so they serialise per entity.
+ * compensation job at a time; each compensation's outcome moves the saga on. Callers
+ * already hold the entity's row lock (the dispatcher's claim, the append that recorded the
+ * outcome, an operation's `for update`), so saga work serialises per entity.
  */
 
 export interface SagaDeps {
@@ -26,19 +27,31 @@ interface Cause {
 
 type Entity = { machine: string; entityId: string };
 
-/** Records a completed compensable run as the entity's newest saga step. */
-export async function recordSagaStep(client: pg.ClientBase, data: JobData, result: unknown): Promise<void> {
+/** Records completed compensable runs as saga steps, in one statement, in the order given. */
+export async function recordSagaSteps(
+  client: pg.ClientBase,
+  steps: ReadonlyArray<{ data: JobData; result: unknown }>,
+): Promise<void> {
+  if (steps.length === 0) return;
   await client.query(
     `insert into saga_steps (step_key, machine, entity_id, handler, input, result)
-     values ($1, $2, $3, $4, $5, $6)
+     select step_key, machine, entity_id, handler, coalesce(input, 'null'::jsonb), coalesce(result, 'null'::jsonb)
+     from rows from (jsonb_to_recordset($1::jsonb) as (
+       step_key text, machine text, entity_id text, handler text, input jsonb, result jsonb))
+       with ordinality as s(step_key, machine, entity_id, handler, input, result, ord)
+     order by ord
      on conflict (step_key) do nothing`,
     [
-      data.key,
-      data.machine,
-      data.entityId,
-      data.handler,
-      JSON.stringify(data.input ?? null),
-      JSON.stringify(result ?? null),
+      JSON.stringify(
+        steps.map(({ data, result }) => ({
+          step_key: data.key,
+          machine: data.machine,
+          entity_id: data.entityId,
+          handler: data.handler,
+          input: data.input ?? null,
+          result: result ?? null,
+        })),
+      ),
     ],
   );
 }
@@ -53,18 +66,14 @@ export async function startCompensation(
   cause: Cause,
   deps: SagaDeps,
 ): Promise<void> {
-  const { rows } = await client.query<{ sagaState: string | null }>(
-    `select saga_state as "sagaState" from entities where machine = $1 and entity_id = $2 for update`,
-    [entity.machine, entity.entityId],
-  );
-  if (rows[0]?.sagaState) return;
   // The status shows at once, also for machines without a `compensating` tag.
-  await client.query(
+  const { rowCount } = await client.query(
     `update entities set saga_state = 'compensating',
             status = case when status = 'active' then 'compensating' else status end
-     where machine = $1 and entity_id = $2`,
+     where machine = $1 and entity_id = $2 and saga_state is null`,
     [entity.machine, entity.entityId],
   );
+  if (rowCount === 0) return;
   await compensateNext(client, entity, cause, deps);
 }
 
@@ -77,7 +86,6 @@ export async function onCompensationOutcome(
   deps: SagaDeps,
 ): Promise<void> {
   const entity = { machine: data.machine, entityId: data.entityId };
-  await lockEntity(client, entity);
   if (outcome.ok) {
     await client.query(
       `update saga_steps set status = 'compensated', error = null, updated_at = now() where step_key = $1`,
@@ -98,7 +106,6 @@ export async function onCompensationOutcome(
 
 /** Makes a failed step's saga compensate again (an operator re-runs its undo). */
 export async function reopenStep(client: pg.ClientBase, entity: Entity, stepKey: string): Promise<void> {
-  await lockEntity(client, entity);
   await client.query(
     `update entities set saga_state = 'compensating' where machine = $1 and entity_id = $2`,
     [entity.machine, entity.entityId],
@@ -193,13 +200,6 @@ async function failStep(
     jobId: error.jobId ?? null,
     error,
   });
-}
-
-async function lockEntity(client: pg.ClientBase, entity: Entity): Promise<void> {
-  await client.query('select 1 from entities where machine = $1 and entity_id = $2 for update', [
-    entity.machine,
-    entity.entityId,
-  ]);
 }
 
 function asObject(value: unknown): Record<string, unknown> {
