@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { quoteIdent, withTransaction } from '../db/index.ts';
 import { isDuplicateMessageError } from '../store/index.ts';
 import type { JobOutcome, OutcomeRecorder } from './outcomes.ts';
-import type { JobData } from './queues.ts';
+import { type JobData, OUTCOME_ID_PREFIX } from './queues.ts';
 
 /** A later pass only looks at dead letters this recent; the first pass of a process at all. */
 const RECENT = '1 hour';
@@ -38,12 +38,12 @@ export async function sweepDeadLetters(
          from ${quoteIdent(bossSchema)}.job d
          where d.name = any($1::text[]) and d.state = 'created' and d.source_id is not null
            and ($3 or d.created_on > now() - interval '${RECENT}')
-           and not exists (select 1 from events e where e.message_id = 'outcome:' || d.source_id::text)
+           and not exists (select 1 from events e where e.message_id = $4 || d.source_id::text)
            -- Outcomes recorded before outcome ids were per job were keyed by the idempotency key.
-           and not exists (select 1 from events e where e.message_id = 'outcome:' || (d.data->>'key'))
+           and not exists (select 1 from events e where e.message_id = $4 || (d.data->>'key'))
          order by d.created_on
          limit $2`,
-        [deadLetterQueues, limit, options.full ?? false],
+        [deadLetterQueues, limit, options.full ?? false, OUTCOME_ID_PREFIX],
       );
       if (rows.length > 0) await outcomes.record(client, rows.map(outcomeOf));
       // Fewer than asked for: nothing older is left unsettled.

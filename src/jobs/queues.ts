@@ -43,7 +43,8 @@ export function outcomeType(data: Pick<JobData, 'handler' | 'kind'>, outcome: 'd
  * job (retries, a rerun after its worker died) share it, so the first outcome wins; a
  * job an operator retries or redrives is a new job whose outcome counts again.
  */
-export const outcomeMessageId = (jobId: string) => `outcome:${jobId}`;
+export const OUTCOME_ID_PREFIX = 'outcome:';
+export const outcomeMessageId = (jobId: string) => `${OUTCOME_ID_PREFIX}${jobId}`;
 
 /**
  * Inserts jobs through `client`, so they commit or roll back with the caller's transaction.

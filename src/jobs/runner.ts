@@ -6,6 +6,7 @@ import type { EffectSink, PlannedJob } from '../actors/index.ts';
 import { Listener, withTransaction } from '../db/index.ts';
 import { describeError, StatehouseError } from '../errors/index.ts';
 import type { Logger } from '../shared/logger.ts';
+import { PollingLoop } from '../shared/polling-loop.ts';
 import { isDuplicateMessageError } from '../store/index.ts';
 import type { JobEffect } from '../workflows/index.ts';
 import { sweepDeadLetters } from './dead-letters.ts';
@@ -99,8 +100,7 @@ export class JobRunner implements EffectSink {
   /** Each queue's fetch loops (pg-boss worker ids) and whether each is running a batch. */
   readonly #loops = new Map<string, Array<{ id: string; busy: boolean }>>();
   #wakeListener: Listener | undefined;
-  #sweep: NodeJS.Timeout | undefined;
-  #sweeping: Promise<void> | undefined;
+  #sweep: PollingLoop | undefined;
   #started = false;
 
   constructor(options: JobRunnerOptions) {
@@ -200,7 +200,8 @@ export class JobRunner implements EffectSink {
     }
     this.#wakeListener = new Listener(databaseUrl, wakeChannel, (queue) => this.#wake(queue), log);
     this.#wakeListener.start();
-    this.#scheduleSweep();
+    this.#sweep = this.#sweepLoop();
+    this.#sweep.start();
   }
 
   /**
@@ -219,38 +220,41 @@ export class JobRunner implements EffectSink {
     }
   }
 
-  #scheduleSweep(): void {
-    const { deadLetterSweepSeconds, log, pool, bossSchema } = this.#options;
+  /** The dead-letter sweep, every `deadLetterSweepSeconds`. */
+  #sweepLoop(): PollingLoop {
+    const { deadLetterSweepSeconds, log, pool, bossSchema, databaseUrl } = this.#options;
     const queues = [...this.#tasks.values()].map((task) => deadLetterQueueName(task.handler.name, task.kind));
+    // Passes look at every dead letter until one gets through them all, and again after a
+    // failed pass (dead letters may have arrived while it could not look); otherwise only
+    // at recent arrivals.
     let full = true;
-    const tick = async () => {
-      try {
-        // Passes look at every dead letter until one gets through them all; later ones only
-        // at recent arrivals.
-        const { settled, complete } = await sweepDeadLetters(pool, bossSchema, queues, this.#outcomes, {
-          full,
-        });
-        if (complete) full = false;
-        if (settled > 0) log.warn({ settled }, 'recorded the outcome of dead letters that had none');
-      } catch (error) {
-        log.error({ err: error }, 'dead-letter sweep failed; it runs again');
-      }
-    };
-    const loop = () => {
-      this.#sweeping = tick().finally(() => {
-        this.#sweeping = undefined;
-        if (this.#started) this.#sweep = setTimeout(loop, deadLetterSweepSeconds * 1000).unref();
-      });
-    };
-    this.#sweep = setTimeout(loop, 0).unref();
+    return new PollingLoop({
+      name: 'dead-letter sweep',
+      databaseUrl,
+      pollIntervalMs: deadLetterSweepSeconds * 1000,
+      log,
+      round: async () => {
+        try {
+          const { settled, complete } = await sweepDeadLetters(pool, bossSchema, queues, this.#outcomes, {
+            full,
+          });
+          if (complete) full = false;
+          if (settled > 0) log.warn({ settled }, 'recorded the outcome of dead letters that had none');
+        } catch (error) {
+          full = true;
+          log.error({ err: error }, 'dead-letter sweep failed; it runs again');
+        }
+        return { more: false };
+      },
+    });
   }
 
   /** Stops taking jobs, aborts running handlers' signals after `graceMs`, and waits for them. */
   async stop(graceMs = 10_000): Promise<void> {
     if (!this.#started) return;
     this.#started = false;
-    clearTimeout(this.#sweep);
-    await this.#sweeping;
+    await this.#sweep?.stop();
+    this.#sweep = undefined;
     await this.#wakeListener?.stop();
     this.#wakeListener = undefined;
     this.#loops.clear();

@@ -13,8 +13,8 @@ export interface PollingLoopOptions {
   /** Names the loop in logs. */
   name: string;
   databaseUrl: string;
-  /** LISTEN channel whose notifications wake the loop. */
-  channel: string;
+  /** LISTEN channel whose notifications wake the loop; without one it only polls. */
+  channel?: string;
   pollIntervalMs: number;
   /** Rounds run side by side. */
   concurrency?: number;
@@ -31,26 +31,24 @@ export interface PollingLoopOptions {
 export class PollingLoop {
   readonly #o: PollingLoopOptions;
   readonly #wakeup = new Wakeup();
-  readonly #listener: Listener;
+  readonly #listener: Listener | undefined;
   #running = false;
   #stopping = new AbortController();
   #loops: Promise<void>[] = [];
 
   constructor(options: PollingLoopOptions) {
     this.#o = options;
-    this.#listener = new Listener(
-      options.databaseUrl,
-      options.channel,
-      () => this.#wakeup.wake(),
-      options.log,
-    );
+    this.#listener =
+      options.channel === undefined
+        ? undefined
+        : new Listener(options.databaseUrl, options.channel, () => this.#wakeup.wake(), options.log);
   }
 
   start(): void {
     if (this.#running) return;
     this.#running = true;
     this.#stopping = new AbortController();
-    this.#listener.start();
+    this.#listener?.start();
     this.#loops = Array.from({ length: this.#o.concurrency ?? 1 }, (_, i) => this.#loop(i));
   }
 
@@ -60,7 +58,7 @@ export class PollingLoop {
     this.#stopping.abort();
     this.#wakeup.wake();
     await Promise.all(this.#loops);
-    await this.#listener.stop();
+    await this.#listener?.stop();
   }
 
   async #loop(index: number): Promise<void> {
