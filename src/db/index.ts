@@ -1,3 +1,4 @@
+export { AdvisoryLease } from './lease.ts';
 export { Listener } from './listener.ts';
 export { type MigrateResult, type Migration, migrate, readMigrations } from './migrate.ts';
 export { createPool, type PoolOptions, quoteIdent } from './pool.ts';

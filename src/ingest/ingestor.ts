@@ -5,8 +5,8 @@ import {
   type JetStreamManager,
   type JsMsg,
 } from '@nats-io/jetstream';
-import pg from 'pg';
-import { isRetryableDatabaseError, sleep, withTransaction } from '../db/index.ts';
+import type pg from 'pg';
+import { AdvisoryLease, isRetryableDatabaseError, sleep, withTransaction } from '../db/index.ts';
 import { StatehouseError } from '../errors/index.ts';
 import type { Logger } from '../shared/logger.ts';
 import { encodeEvents, isDuplicateMessageError, type NewEvent } from '../store/index.ts';
@@ -59,11 +59,19 @@ export class Ingestor {
   #stopping = new AbortController();
   #loop: Promise<void> | undefined;
   #messages: ConsumerMessages | undefined;
-  #lockClient: pg.Client | undefined;
+  readonly #lease: AdvisoryLease;
   #stored = 0;
 
   constructor(options: IngestorOptions) {
     this.#o = options;
+    this.#lease = new AdvisoryLease({
+      url: options.databaseUrl,
+      key: `statehouse.ingest:${options.stream}`,
+      // The pid in the name lets an operator (and the tests) see which process leads.
+      applicationName: `statehouse-ingest:${process.pid}`,
+      // Leadership gone: stop reading; the batch in hand fails its checkpoint fence.
+      onLost: () => this.#messages?.stop(),
+    });
   }
 
   /** Messages stored (as events or in quarantine) by this process since start. */
@@ -93,7 +101,7 @@ export class Ingestor {
     let failures = 0;
     while (this.#running) {
       try {
-        if (await this.#acquireLeadership()) {
+        if (await this.#lease.tryAcquire()) {
           failures = 0;
           await this.#lead();
         } else {
@@ -105,37 +113,12 @@ export class Ingestor {
         this.#o.log.warn({ err: error, stream: this.#o.stream }, 'ingest interrupted; resuming');
         await sleep(Math.min(10_000, 200 * 2 ** failures), this.#stopping.signal);
       } finally {
-        await this.#releaseLeadership();
+        // Leading ended (stop, error, lost lock): let another process lead. A process that
+        // did not get the lock keeps its session and tries again on it.
+        if (this.#lease.held) await this.#lease.release();
       }
     }
-  }
-
-  async #acquireLeadership(): Promise<boolean> {
-    // The pid in the name lets an operator (and the tests) see which process leads.
-    const client = new pg.Client({
-      connectionString: this.#o.databaseUrl,
-      application_name: `statehouse-ingest:${process.pid}`,
-    });
-    client.on('error', () => this.#messages?.stop());
-    client.on('end', () => this.#messages?.stop());
-    await client.connect();
-    const { rows } = await client.query<{ locked: boolean }>(
-      'select pg_try_advisory_lock(hashtext($1)) as locked',
-      [`statehouse.ingest:${this.#o.stream}`],
-    );
-    if (!rows[0]?.locked) {
-      await client.end();
-      return false;
-    }
-    this.#lockClient = client;
-    return true;
-  }
-
-  async #releaseLeadership(): Promise<void> {
-    const client = this.#lockClient;
-    this.#lockClient = undefined;
-    // Closing the session releases the advisory lock.
-    await client?.end().catch(() => {});
+    await this.#lease.release();
   }
 
   async #lead(): Promise<void> {
@@ -153,7 +136,7 @@ export class Ingestor {
     // one after another, in stream order, but Node and Postgres work at the same time.
     let storing: Promise<number> | undefined;
     try {
-      while (this.#running && this.#lockClient) {
+      while (this.#running && this.#lease.held) {
         // Adaptive: while the previous batch is being stored this one cannot be stored
         // anyway, so it fills until that store ends; then it waits at most flushIntervalMs
         // more. A lone message at a quiet moment is stored within flushIntervalMs.
@@ -234,7 +217,7 @@ export class Ingestor {
         if (
           error instanceof LeadershipLost ||
           !this.#running ||
-          !this.#lockClient ||
+          !this.#lease.held ||
           !isRetryableDatabaseError(error)
         ) {
           throw error;

@@ -1,6 +1,7 @@
 import type { JetStreamClient } from '@nats-io/jetstream';
 import { headers as natsHeaders } from '@nats-io/transport-node';
-import pg from 'pg';
+import type pg from 'pg';
+import { AdvisoryLease } from '../db/index.ts';
 import type { Logger } from '../shared/logger.ts';
 import { PollingLoop } from '../shared/polling-loop.ts';
 import { groupByEntity } from '../store/index.ts';
@@ -36,7 +37,7 @@ interface Row {
 export class OutboxRelay {
   readonly #o: OutboxRelayOptions;
   readonly #loop: PollingLoop;
-  #lock: pg.Client | undefined;
+  readonly #lease: AdvisoryLease;
   #database: string | undefined;
 
   constructor(options: OutboxRelayOptions) {
@@ -47,7 +48,12 @@ export class OutboxRelay {
       channel: options.notifyChannel,
       pollIntervalMs: options.pollIntervalMs ?? 1000,
       log: options.log,
-      round: async () => ({ more: (await this.#lead()) && (await this.relayOnce()) > 0 }),
+      round: async () => ({ more: (await this.#lease.tryAcquire()) && (await this.relayOnce()) > 0 }),
+    });
+    this.#lease = new AdvisoryLease({
+      url: options.databaseUrl,
+      key: `statehouse.outbox:${options.schema}`,
+      applicationName: `statehouse-outbox:${process.pid}`,
     });
   }
 
@@ -57,31 +63,7 @@ export class OutboxRelay {
 
   async stop(): Promise<void> {
     await this.#loop.stop();
-    await this.#lock?.end().catch(() => {});
-    this.#lock = undefined;
-  }
-
-  /** Holds (or takes) the relay lock; false when another process relays. */
-  async #lead(): Promise<boolean> {
-    if (this.#lock) return true;
-    const client = new pg.Client({
-      connectionString: this.#o.databaseUrl,
-      application_name: `statehouse-outbox:${process.pid}`,
-    });
-    client.on('error', () => {
-      if (this.#lock === client) this.#lock = undefined;
-    });
-    await client.connect();
-    const { rows } = await client.query<{ locked: boolean }>(
-      'select pg_try_advisory_lock(hashtext($1)) as locked',
-      [`statehouse.outbox:${this.#o.schema}`],
-    );
-    if (rows[0]?.locked) {
-      this.#lock = client;
-      return true;
-    }
-    await client.end();
-    return false;
+    await this.#lease.release();
   }
 
   /** Publishes one batch of unsent rows; resolves with how many went out. */
