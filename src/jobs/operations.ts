@@ -1,12 +1,12 @@
-import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { PgBoss } from 'pg-boss';
 import { quoteIdent, withTransaction } from '../db/index.ts';
 import { StatehouseError } from '../errors/index.ts';
-import { appendEvents, isDuplicateMessageError } from '../store/index.ts';
+import { appendCaused, isDuplicateMessageError } from '../store/index.ts';
 import { OutcomeRecorder } from './outcomes.ts';
 import {
   dbOf,
+  deadLetterQueueName,
   insertJobs,
   isDeadLetterQueue,
   type JobData,
@@ -163,7 +163,7 @@ export class JobOperations {
   async list(filter: JobFilter = {}): Promise<JobSummary[]> {
     const { rows } = await this.#pool.query<JobRow>(
       `select ${JOB_COLUMNS} from ${this.#schema}.job
-       where name = any($1::text[])
+       where name = any(${this.#statehouseQueues('$1')})
          and ($2::text is null or data->>'machine' = $2)
          and ($3::text is null or data->>'entityId' = $3)
          and ($4::text is null or data->>'handler' = $4)
@@ -176,7 +176,7 @@ export class JobOperations {
        order by created_on desc
        limit $6`,
       [
-        await this.#queues(this.#pool),
+        `${QUEUE_PREFIX}%`,
         filter.machine ?? null,
         filter.entityId ?? null,
         filter.handler ?? null,
@@ -216,7 +216,7 @@ export class JobOperations {
       // Its dead letter would otherwise let the same work be redriven a second time.
       await client.query(
         `delete from ${this.#schema}.job where name = $1 and source_id = $2::uuid and state = 'created'`,
-        [deadLetterQueueFor(job.queue), id],
+        [deadLetterQueueName(job.data.handler, job.data.kind), id],
       );
       await this.#record(client, job.data, 'statehouse.job.retried', {
         jobId: id,
@@ -239,7 +239,7 @@ export class JobOperations {
       }
       const newJobId = await this.#rerun(
         client,
-        { ...job, queue: sourceQueueOf(job.queue) },
+        { ...job, queue: queueName(job.data.handler, job.data.kind) },
         job.sourceId,
         options,
       );
@@ -272,7 +272,7 @@ export class JobOperations {
       [outcomeMessageId(originalId)],
     );
     const outcome = recorded[0]?.type;
-    if (outcome && (outcome.endsWith('.done') || outcome.endsWith('.compensated'))) {
+    if (outcome === outcomeType(job.data, 'done')) {
       throw new StatehouseError(
         'JOB_STATE_INVALID',
         `job ${originalId} succeeded (its outcome ${outcome} is recorded; pg-boss failed it only after its claim lapsed); nothing to run again`,
@@ -280,7 +280,7 @@ export class JobOperations {
     }
     const { rows: original } = await client.query<{ output: { retriedAs?: unknown } | null }>(
       `select output from ${this.#schema}.job where name = $1 and id = $2::uuid for update`,
-      [sourceQueueOf(job.queue), originalId],
+      [job.queue, originalId],
     );
     const retriedAs = original[0]?.output?.retriedAs;
     if (typeof retriedAs === 'string') {
@@ -312,7 +312,7 @@ export class JobOperations {
     await client.query(
       `update ${this.#schema}.job set output = coalesce(output, '{}'::jsonb) || jsonb_build_object('retriedAs', $3::text)
        where name = $1 and id = $2::uuid`,
-      [sourceQueueOf(job.queue), originalId, newJobId],
+      [job.queue, originalId, newJobId],
     );
     return newJobId!;
   }
@@ -367,8 +367,9 @@ export class JobOperations {
       );
     }
     const { rows } = await db.query<JobRow>(
-      `select ${JOB_COLUMNS} from ${this.#schema}.job where id = $1::uuid and name = any($2::text[])${lock ? ' for update' : ''}`,
-      [id, await this.#queues(db)],
+      `select ${JOB_COLUMNS} from ${this.#schema}.job
+       where id = $1::uuid and name = any(${this.#statehouseQueues('$2')})${lock ? ' for update' : ''}`,
+      [id, `${QUEUE_PREFIX}%`],
     );
     const row = rows[0];
     if (!row) {
@@ -380,28 +381,24 @@ export class JobOperations {
     return row;
   }
 
-  /** statehouse's queues, by name: pg-boss's job table is keyed (and partitioned) by queue. */
-  async #queues(db: pg.Pool | pg.ClientBase): Promise<string[]> {
-    const { rows } = await db.query<{ name: string }>(
-      `select name from ${this.#schema}.queue where name like $1`,
-      [`${QUEUE_PREFIX}%`],
-    );
-    return rows.map((r) => r.name);
+  /**
+   * statehouse's queue names, as an array expression over pg-boss's queue table (`param`
+   * holds the name pattern): its job table is keyed, and partitioned, by queue.
+   */
+  #statehouseQueues(param: string): string {
+    return `array(select name from ${this.#schema}.queue where name like ${param})`;
   }
 
   async #record(client: pg.ClientBase, data: JobData, type: string, details: Record<string, unknown>) {
-    await appendEvents(
+    await appendCaused(
       client,
-      [
-        {
-          machine: data.machine,
-          entityId: data.entityId,
-          type,
-          data: { handler: data.handler, kind: data.kind, idempotencyKey: data.key, ...details },
-          messageId: `operator:${randomUUID()}`,
-          source: 'operator',
-        },
-      ],
+      {
+        machine: data.machine,
+        entityId: data.entityId,
+        type,
+        data: { handler: data.handler, kind: data.kind, idempotencyKey: data.key, ...details },
+        source: 'operator',
+      },
       { notifyChannel: this.#notifyChannel },
     );
   }
@@ -412,8 +409,6 @@ const reason = (options: { reason?: string; force?: boolean }) => ({
   ...(options.reason ? { reason: options.reason } : {}),
   ...(options.force ? { forced: true } : {}),
 });
-const sourceQueueOf = (queue: string) => (isDeadLetterQueue(queue) ? queue.slice(0, -'.dead'.length) : queue);
-const deadLetterQueueFor = (queue: string) => `${sourceQueueOf(queue)}.dead`;
 
 function summarize(row: JobRow): JobSummary {
   return {

@@ -1,6 +1,5 @@
-import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { appendEvents } from '../store/index.ts';
+import { appendCaused } from '../store/index.ts';
 import type { JobData } from './queues.ts';
 
 /**
@@ -215,18 +214,9 @@ async function appendEngineEvent(
   deps: SagaDeps,
   data: unknown,
 ): Promise<void> {
-  await appendEvents(
+  await appendCaused(
     client,
-    [
-      {
-        ...entity,
-        type,
-        data,
-        // Exactly once already: it is written in the transaction of what caused it.
-        messageId: `engine:${randomUUID()}`,
-        source: 'engine',
-      },
-    ],
+    { ...entity, type, data, source: 'engine' },
     { notifyChannel: deps.notifyChannel },
   );
 }

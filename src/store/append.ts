@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { AppendedEvent, AppendResult, NewEvent } from './types.ts';
 
@@ -108,6 +109,18 @@ export async function appendEvents(
   });
   const appended = rows.map(({ notified: _, ...event }) => event);
   return { appended, duplicates: events.length - appended.length };
+}
+
+/**
+ * Appends one event that the transaction writing it causes (an engine or operator event):
+ * it is written exactly once with that transaction, so its id only needs to be unique.
+ */
+export function appendCaused(
+  client: pg.ClientBase,
+  event: Omit<NewEvent, 'messageId'>,
+  options: { notifyChannel?: string } = {},
+): Promise<AppendResult> {
+  return appendEvents(client, [{ ...event, messageId: `${event.source}:${randomUUID()}` }], options);
 }
 
 /** A unique violation on the message id: two writers raced to store the same message. */

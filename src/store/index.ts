@@ -1,4 +1,4 @@
-export { appendCtes, appendEvents, encodeEvents, isDuplicateMessageError } from './append.ts';
+export { appendCaused, appendCtes, appendEvents, encodeEvents, isDuplicateMessageError } from './append.ts';
 export { type LogPage, type LogPosition, readGlobalLog, START_OF_LOG } from './global-log.ts';
 export { groupByEntity, readStream } from './read.ts';
 export { type AppendToStreamOptions, appendToStream } from './stream.ts';
