@@ -13,21 +13,20 @@ export function formatEntity(entity: EntityView): string {
   lines.push(`  context  ${JSON.stringify(entity.context)}`);
   if (entity.saga.steps.length > 0 || entity.saga.state) {
     lines.push('', `  saga${entity.saga.state ? ` (${entity.saga.state})` : ''}`);
+    const hints: string[] = [];
     for (const step of entity.saga.steps) {
-      const error = (step.error as { message?: unknown } | null)?.message;
+      const { message, jobId } = (step.error ?? {}) as { message?: unknown; jobId?: unknown };
       lines.push(
-        `    ${step.handler.padEnd(20)} ${step.status.padEnd(19)} ${step.updatedAt.toISOString()}${typeof error === 'string' ? `  ${error}` : ''}`,
+        `    ${step.handler.padEnd(20)} ${step.status.padEnd(19)} ${step.updatedAt.toISOString()}${typeof message === 'string' ? `  ${message}` : ''}`,
       );
-    }
-    for (const step of entity.saga.steps) {
-      const jobId = (step.error as { jobId?: unknown } | null)?.jobId;
       if (step.status !== 'compensation-failed') continue;
-      lines.push(
+      hints.push(
         typeof jobId === 'string'
           ? `    ${step.handler}'s undo failed for good: fix the cause, then \`statehouse jobs retry ${jobId}\``
-          : `    ${step.handler}'s undo could not start: ${(step.error as { message?: unknown } | null)?.message ?? 'see the error above'}`,
+          : `    ${step.handler}'s undo could not start: ${typeof message === 'string' ? message : 'see the error above'}`,
       );
     }
+    lines.push(...hints);
   }
   lines.push('', '  history');
   const width = Math.max(...entity.history.map((e) => e.type.length), 4);

@@ -149,7 +149,7 @@ export class JobOperations {
       ...options,
       boss,
       outcomes: new OutcomeRecorder(boss, options.notifyChannel, options.wakeChannel, (handler: string) =>
-        queues.has(queueName(handler, 'compensate')),
+        queues.has(queueName(handler, 'compensate')) ? {} : undefined,
       ),
       ownsBoss: true,
     });

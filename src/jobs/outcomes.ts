@@ -25,21 +25,22 @@ export class OutcomeRecorder {
   readonly #notifyChannel: string;
   readonly #saga: SagaDeps;
 
-  /** `canCompensate`: whether a handler's compensation queue is served (the engine's handlers). */
-  /** `retryLimitOf`: the retry limit of a handler's compensation, when this process knows it. */
+  /**
+   * `compensation`: a handler's compensation as this process knows it — undefined when it is
+   * not served here, else its retry limit (undefined: the queue's policy).
+   */
   constructor(
     boss: PgBoss,
     notifyChannel: string,
     wakeChannel: string,
-    canCompensate: (handler: string) => boolean,
-    retryLimitOf: (handler: string) => number | undefined = () => undefined,
+    compensation: (handler: string) => { retryLimit?: number } | undefined,
   ) {
     this.#notifyChannel = notifyChannel;
     this.#saga = {
       notifyChannel,
-      canCompensate,
+      canCompensate: (handler) => compensation(handler) !== undefined,
       enqueueCompensation: async (client, data) => {
-        const retryLimit = retryLimitOf(data.handler);
+        const retryLimit = compensation(data.handler)?.retryLimit;
         const queue = queueName(data.handler, 'compensate');
         await insertJobs(boss, client, queue, [retryLimit === undefined ? data : { ...data, retryLimit }]);
         await wakeWorkers(client, wakeChannel, [queue]);

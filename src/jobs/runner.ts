@@ -120,8 +120,10 @@ export class JobRunner implements EffectSink {
       this.#boss,
       options.notifyChannel,
       options.wakeChannel,
-      (handler) => this.#tasks.has(queueName(handler, 'compensate')),
-      (handler) => this.#tasks.get(queueName(handler, 'compensate'))?.handler.retry.limit,
+      (handler) => {
+        const task = this.#tasks.get(queueName(handler, 'compensate'));
+        return task && { retryLimit: task.handler.retry.limit };
+      },
     );
     this.#boss.on('error', (error: unknown) => options.log.error({ err: error }, 'pg-boss error'));
   }
@@ -311,7 +313,7 @@ export class JobRunner implements EffectSink {
   async #runBatch(task: Task, jobs: Job<JobData>[]): Promise<JobResult[]> {
     const settled = await Promise.all(jobs.map((job) => this.#run(task, job)));
     const toRecord = settled.filter((s) => s.ok || !s.retryable || s.final);
-    let unrecorded = new Set<string>();
+    const unrecorded = new Set<string>();
     try {
       await this.#record(task, toRecord);
     } catch (error) {
@@ -319,7 +321,6 @@ export class JobRunner implements EffectSink {
         { err: error, jobs: toRecord.length },
         'recording a batch failed; recording one by one',
       );
-      unrecorded = new Set();
       for (const one of toRecord) {
         try {
           await this.#record(task, [one]);

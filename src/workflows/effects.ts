@@ -47,6 +47,14 @@ export interface HandlerRef<TInput = unknown, TOutput = unknown> {
 
 const EFFECT = Symbol.for('statehouse.effect');
 
+/** An XState action standing for an effect: no children, delays, guards or emitted events of its own. */
+type EffectAction<
+  TContext extends MachineContext,
+  TExpressionEvent extends EventObject,
+  TEvent extends EventObject,
+  TParams extends ParameterizedObject['params'] | undefined,
+> = ActionFunction<TContext, TExpressionEvent, TEvent, TParams, never, never, never, never, never>;
+
 type EffectResolver = (args: ActionArgs<MachineContext, EventObject, EventObject>) => Effect;
 type Tagged = { [EFFECT]?: EffectResolver };
 
@@ -68,7 +76,7 @@ export function runHandler<
   handler: HandlerRef<TInput>,
   input: (args: ActionArgs<TContext, TExpressionEvent, TEvent>) => NoInfer<TInput>,
   options: RunHandlerOptions = {},
-): ActionFunction<TContext, TExpressionEvent, TEvent, TParams, never, never, never, never, never> {
+): EffectAction<TContext, TExpressionEvent, TEvent, TParams> {
   const compensable = options.compensable === true;
   return effectAction((args) => ({
     kind: 'run',
@@ -91,7 +99,7 @@ export function compensateCompleted<
   TExpressionEvent extends EventObject,
   TParams extends ParameterizedObject['params'] | undefined,
   TEvent extends EventObject,
->(): ActionFunction<TContext, TExpressionEvent, TEvent, TParams, never, never, never, never, never> {
+>(): EffectAction<TContext, TExpressionEvent, TEvent, TParams> {
   return effectAction(() => ({ kind: 'compensate-completed' }));
 }
 
@@ -113,7 +121,7 @@ export function compensate<
     input: NoInfer<TInput>;
     result: NoInfer<TOutput>;
   },
-): ActionFunction<TContext, TExpressionEvent, TEvent, TParams, never, never, never, never, never> {
+): EffectAction<TContext, TExpressionEvent, TEvent, TParams> {
   return effectAction((args) => ({ kind: 'compensate', handler: handler.name, input: step(args) }));
 }
 
@@ -130,7 +138,7 @@ export function emitEvent<
   TEvent extends EventObject,
 >(
   event: (args: ActionArgs<TContext, TExpressionEvent, TEvent>) => EmittedEvent,
-): ActionFunction<TContext, TExpressionEvent, TEvent, TParams, never, never, never, never, never> {
+): EffectAction<TContext, TExpressionEvent, TEvent, TParams> {
   return effectAction((args) => {
     const { subject, type, data } = event(args);
     return { kind: 'emit', subject, type, data: data ?? null };
@@ -144,19 +152,8 @@ function effectAction<
   TEvent extends EventObject,
 >(
   resolve: (args: ActionArgs<TContext, TExpressionEvent, TEvent>) => Effect,
-): ActionFunction<TContext, TExpressionEvent, TEvent, TParams, never, never, never, never, never> {
-  const action = (() => {}) as unknown as ActionFunction<
-    TContext,
-    TExpressionEvent,
-    TEvent,
-    TParams,
-    never,
-    never,
-    never,
-    never,
-    never
-  > &
-    Tagged;
+): EffectAction<TContext, TExpressionEvent, TEvent, TParams> {
+  const action = (() => {}) as unknown as EffectAction<TContext, TExpressionEvent, TEvent, TParams> & Tagged;
   action[EFFECT] = (args) => resolve(args as unknown as ActionArgs<TContext, TExpressionEvent, TEvent>);
   return action;
 }
