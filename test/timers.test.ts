@@ -2,6 +2,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { setup } from 'xstate';
 import { z } from 'zod';
 import { workflows as demoWorkflows } from '../machines/index.ts';
+import { writeTimers } from '../src/actors/timers.ts';
+import { withTransaction } from '../src/db/index.ts';
 import { defineWorkflow } from '../src/workflows/index.ts';
 import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
 import { entityRow, eventTypes } from './helpers/orders.ts';
@@ -74,5 +76,45 @@ describe('durable timers', () => {
     expect(await timers()).toEqual([]);
     await new Promise((r) => setTimeout(r, 1500)); // past the time it would have fired
     expect(await eventTypes(t.pool, 'r-2', 'reminder')).toEqual(['reminder.set', 'reminder.cancel']);
+  });
+});
+
+describe('writeTimers', () => {
+  let t: TestContext;
+  beforeEach(async () => {
+    t = await createTestContext();
+  });
+  afterEach(() => t.cleanup());
+
+  it('applies a step’s timer changes in the order asked: the last change to a timer id wins', async () => {
+    const owner = { machine: 'reminder', entityId: 'w-1' };
+    const set = (id: string, delayMs: number, type: string) => ({
+      ...owner,
+      effect: { kind: 'timer' as const, id, event: { type }, delayMs },
+    });
+    const cancel = (id: string) => ({ ...owner, effect: { kind: 'cancel-timer' as const, id } });
+    await withTransaction(t.pool, (client) =>
+      writeTimers(
+        client,
+        [
+          set('a', 1000, 'a.first'),
+          cancel('a'),
+          cancel('b'),
+          set('b', 1000, 'b.set'),
+          set('c', 1000, 'c.first'),
+          set('c', 60_000, 'c.second'),
+        ],
+        'statehouse.timers',
+      ),
+    );
+    const { rows } = await t.pool.query<{ timer_id: string; type: string; in_ms: number }>(
+      `select timer_id, event->>'type' as type, extract(epoch from fire_at - created_at) * 1000 as in_ms
+       from timers where entity_id = 'w-1' order by timer_id`,
+    );
+    expect(rows.map((r) => [r.timer_id, r.type])).toEqual([
+      ['b', 'b.set'],
+      ['c', 'c.second'],
+    ]);
+    expect(Math.round(rows[1]!.in_ms)).toBe(60_000);
   });
 });
