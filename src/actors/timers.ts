@@ -12,30 +12,47 @@ export interface TimerChange {
 }
 
 /**
- * Sets and cancels timers through the dispatcher's transaction, in the order the machine
- * asked: setting a timer id again replaces it, cancelling one that already fired does
- * nothing. Wakes the schedulers at commit.
+ * Sets and cancels timers through the dispatcher's transaction, with the effect of applying
+ * them in the order the machine asked: the last change to a timer id wins (setting it again
+ * replaces it; cancelling one that already fired does nothing). One statement, which also
+ * wakes the schedulers at commit.
  */
 export async function writeTimers(client: pg.ClientBase, changes: readonly TimerChange[], channel: string) {
   if (changes.length === 0) return;
-  for (const { machine, entityId, effect } of changes) {
-    if (effect.kind === 'timer') {
-      await client.query(
-        `insert into timers (machine, entity_id, timer_id, event, fire_at)
-         values ($1, $2, $3, $4, now() + $5 * interval '1 millisecond')
-         on conflict (machine, entity_id, timer_id)
-         do update set event = excluded.event, fire_at = excluded.fire_at, created_at = now()`,
-        [machine, entityId, effect.id, JSON.stringify(effect.event), effect.delayMs],
-      );
-    } else {
-      await client.query('delete from timers where machine = $1 and entity_id = $2 and timer_id = $3', [
-        machine,
-        entityId,
-        effect.id,
-      ]);
-    }
+  const last = new Map<string, TimerChange>();
+  for (const change of changes) {
+    last.set(JSON.stringify([change.machine, change.entityId, change.effect.id]), change);
   }
-  await client.query('select pg_notify($1, $2)', [channel, '']);
+  const sets = [...last.values()].filter(
+    (c): c is TimerChange & { effect: Extract<TimerEffect, { kind: 'timer' }> } => c.effect.kind === 'timer',
+  );
+  const cancels = [...last.values()].filter((c) => c.effect.kind === 'cancel-timer');
+  await client.query(
+    `with cancelled as (
+       delete from timers t using unnest($1::text[], $2::text[], $3::text[]) as c(machine, entity_id, timer_id)
+       where t.machine = c.machine and t.entity_id = c.entity_id and t.timer_id = c.timer_id
+     ),
+     set as (
+       insert into timers (machine, entity_id, timer_id, event, fire_at)
+       select machine, entity_id, timer_id, event, now() + delay_ms * interval '1 millisecond'
+       from unnest($4::text[], $5::text[], $6::text[], $7::jsonb[], $8::float8[])
+         as s(machine, entity_id, timer_id, event, delay_ms)
+       on conflict (machine, entity_id, timer_id)
+       do update set event = excluded.event, fire_at = excluded.fire_at, created_at = now()
+     )
+     select pg_notify($9, '')::text`,
+    [
+      cancels.map((c) => c.machine),
+      cancels.map((c) => c.entityId),
+      cancels.map((c) => c.effect.id),
+      sets.map((c) => c.machine),
+      sets.map((c) => c.entityId),
+      sets.map((c) => c.effect.id),
+      sets.map((c) => JSON.stringify(c.effect.event)),
+      sets.map((c) => c.effect.delayMs),
+      channel,
+    ],
+  );
 }
 
 export interface TimerSchedulerOptions {
