@@ -64,6 +64,40 @@ describe('durable timers', () => {
     expect(await timers()).toEqual([]);
   });
 
+  it('a timer is set with its step or not at all: a step that fails to commit leaves none', async () => {
+    let failures = 3;
+    let release: () => void = () => {};
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    await t.startEngine({
+      workflows,
+      hooks: {
+        beforeStepCommit: async () => {
+          if (failures > 0) {
+            failures--;
+            throw new Error('simulated crash before the step commits');
+          }
+          await released;
+        },
+      },
+    });
+    await send('r-3', 'reminder.set');
+    await waitFor('the failures to be used up', async () => failures === 0);
+    // The failed steps, and the one waiting to commit, have left no timer behind.
+    expect(await timers()).toEqual([]);
+    release();
+    await waitFor(
+      'the reminder to go off',
+      async () => (await entityRow(t.pool, 'r-3', 'reminder'))?.state === 'reminded',
+    );
+    expect(await eventTypes(t.pool, 'r-3', 'reminder')).toEqual([
+      'reminder.set',
+      'xstate.after.1000.reminder.waiting',
+    ]);
+    expect(await timers()).toEqual([]);
+  });
+
   it('leaving the state that set a timer cancels it', async () => {
     await t.startEngine({ workflows });
     await send('r-2', 'reminder.set');
