@@ -102,6 +102,7 @@ async function main(argv: readonly string[]): Promise<number> {
             batchSize: args.batchSize,
             repeat: args.repeat,
             variants: variantsFor(scenario, args.variants),
+            handlerMs: args.handlerMs,
             quietSeconds: args.quiet,
             profileDir,
           },

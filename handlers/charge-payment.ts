@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { defineHandler, NonRetryableError } from '../src/index.ts';
+import { callDemoService } from './demo-service.ts';
 
 export const chargePaymentInput = z.object({
   orderId: z.string(),
@@ -19,6 +20,7 @@ export const chargePayment = defineHandler({
   timeoutSeconds: 30,
   async run({ amountCents, paymentMethod }, ctx) {
     if (paymentMethod === 'card_declined') throw new NonRetryableError('the card was declined');
+    await callDemoService(ctx.signal);
     return { chargeId: `ch-${ctx.idempotencyKey}`, amountCents };
   },
   async compensate({ paymentMethod }, result, ctx) {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { defineHandler, NonRetryableError } from '../src/index.ts';
+import { callDemoService } from './demo-service.ts';
 
 export const reserveStockInput = z.object({
   orderId: z.string(),
@@ -19,6 +20,7 @@ export const reserveStock = defineHandler({
   async run({ items }, ctx) {
     const missing = items.filter((item) => item.sku.startsWith('OOS-')).map((item) => item.sku);
     if (missing.length > 0) throw new NonRetryableError(`out of stock: ${missing.join(', ')}`);
+    await callDemoService(ctx.signal);
     return { reservationId: `res-${ctx.idempotencyKey}` };
   },
   async compensate(_input, result, ctx) {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { defineHandler, NonRetryableError } from '../src/index.ts';
+import { callDemoService } from './demo-service.ts';
 
 export const shipOrderInput = z.object({
   orderId: z.string(),
@@ -15,6 +16,7 @@ export const shipOrder = defineHandler({
   timeoutSeconds: 60,
   async run({ address }, ctx) {
     if (address === 'nowhere') throw new NonRetryableError('the carrier does not deliver to this address');
+    await callDemoService(ctx.signal);
     return { trackingNumber: `TRK-${ctx.idempotencyKey.replaceAll(':', '-')}` };
   },
 });

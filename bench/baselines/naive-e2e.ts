@@ -13,6 +13,7 @@ import {
 } from '@nats-io/jetstream';
 import { connect, headers } from '@nats-io/transport-node';
 import pg from 'pg';
+import { DEMO_SERVICE_LATENCY_VARIABLE } from '../../handlers/demo-service.ts';
 import { chargePayment, reserveStock, shipOrder } from '../../handlers/index.ts';
 import type { HandlerContext } from '../../src/jobs/index.ts';
 import { createLogger } from '../../src/shared/logger.ts';
@@ -47,6 +48,8 @@ interface PlacedOrder {
 export default defineTask({
   input: e2eInput,
   async run(input, clock) {
+    // The same simulated service latency the engine's handlers get.
+    process.env[DEMO_SERVICE_LATENCY_VARIABLE] = String(input.handlerMs);
     const db = new pg.Client({ connectionString: input.databaseUrl, application_name: 'bench-naive-e2e' });
     await db.connect();
     await db.query(SCHEMA_SQL);

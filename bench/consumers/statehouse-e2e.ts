@@ -4,6 +4,7 @@
 // saga's, in order, once each: per-entity order and exactly-once state, with any number of
 // processes.
 import pg from 'pg';
+import { DEMO_SERVICE_LATENCY_VARIABLE } from '../../handlers/demo-service.ts';
 import { e2eInput, publishOrders, waitForAll } from '../lib/e2e-input.ts';
 import { startEngines } from '../lib/engine-processes.ts';
 import { cpuSnapshot } from '../lib/proc.ts';
@@ -23,6 +24,7 @@ export default defineTask({
         STATEHOUSE_EMIT_STREAM: input.emitStream,
         STATEHOUSE_CONSUMER: input.consumer,
         STATEHOUSE_SUBJECT_PREFIX: input.prefix,
+        [DEMO_SERVICE_LATENCY_VARIABLE]: String(input.handlerMs),
       },
       input.engineProfileDir,
     );

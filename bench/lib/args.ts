@@ -14,6 +14,8 @@ options:
   --batch-size N    ingest batch size for statehouse and the batched baseline (default 500)
   --repeat N        run each variant N times and report the median run (default 1)
   --variants a,b    the baselines to compare with, instead of the scenario's defaults
+  --handler-ms a,b  e2e: how long each demo handler's service call takes, in ms; one
+                    comparison per value (default 0,10: instant, and a nearby service)
   --quiet S         before each measured run, wait up to S seconds for an idle machine (default 0)
   --cpu-prof        write a CPU profile of each measured window to .statehouse/bench/
   --help            this text`;
@@ -35,6 +37,11 @@ export function argsSchema(scenarioNames: readonly string[]) {
         .string()
         .optional()
         .transform((v) => (v === undefined ? undefined : v.split(',').filter(Boolean))),
+      handlerMs: z
+        .string()
+        .regex(/^\d+(,\d+)*$/, { error: 'give whole milliseconds separated by commas, e.g. 0,10' })
+        .transform((v) => v.split(',').map(Number))
+        .refine((list) => list.every((ms) => ms <= 10_000), { error: 'at most 10000 ms per call' }),
       quiet: count(0, 3600),
       cpuProf: z.boolean(),
       help: z.boolean(),
@@ -60,6 +67,7 @@ export function parseBenchArgs(argv: readonly string[], scenarioNames: readonly 
       'batch-size': { type: 'string', default: '500' },
       repeat: { type: 'string', default: '1' },
       variants: { type: 'string' },
+      'handler-ms': { type: 'string', default: '0,10' },
       quiet: { type: 'string', default: '0' },
       'cpu-prof': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -73,6 +81,7 @@ export function parseBenchArgs(argv: readonly string[], scenarioNames: readonly 
     batchSize: values['batch-size'],
     repeat: values.repeat,
     variants: values.variants,
+    handlerMs: values['handler-ms'],
     quiet: values.quiet,
     cpuProf: values['cpu-prof'],
     help: values.help,

@@ -17,6 +17,8 @@ export const e2eInput = z.object({
   /** `throughput`: publish as fast as NATS takes them; `latency`: `rate` orders/s. */
   mode: z.enum(['throughput', 'latency']).default('throughput'),
   rate: z.number().positive().default(100),
+  /** How long each demo handler's service call takes (DEMO_SERVICE_LATENCY_MS), both designs alike. */
+  handlerMs: z.number().int().min(0).default(0),
   /** Write a CPU profile of each engine process (its whole life) into this folder. */
   engineProfileDir: z.string().optional(),
 });

@@ -105,7 +105,7 @@ export function table(name: string, unit: string, record: RunRecord): string {
     const ratio = ratioOf(row);
     const verdict =
       row.target === undefined ? '' : ` (target ≥ ${row.target}: ${ratio >= row.target ? 'met' : 'missed'})`;
-    out.push(`statehouse / ${row.baseline} = ${formatNumber(ratio, 2)}${verdict}`);
+    out.push(`statehouse / ${row.baseline}, ${row.unit}: ${formatNumber(ratio, 2)}${verdict}`);
   }
   out.push('', 'Postgres CPU s/1k by session (application_name):');
   for (const f of variants) {

@@ -37,6 +37,8 @@ export async function runE2e(
     mode: E2eInput['mode'];
     orders: number;
     rate?: number;
+    /** Each demo handler's simulated service latency. */
+    handlerMs?: number;
   },
 ): Promise<WorkerRun> {
   const { services, runId, options, progress } = ctx;
@@ -69,6 +71,7 @@ export async function runE2e(
         processes: spec.processes,
         mode: spec.mode,
         rate: spec.rate ?? 100,
+        handlerMs: spec.handlerMs ?? 0,
         ...(engineProfileDir ? { engineProfileDir } : {}),
       } satisfies E2eInput,
       timeoutMs: 660_000,
@@ -104,7 +107,7 @@ export function e2eFigures(variant: string, run: WorkerRun, value?: number): Fig
 export const e2e: Scenario = {
   name: 'e2e',
   description:
-    'the order saga end to end: statehouse (1 engine process) vs the naive consume-insert-handle loop',
+    'the order saga end to end: statehouse (1 engine process) vs the naive consume-insert-handle loop, with instant handlers and with handlers that wait for a service (--handler-ms)',
   defaults: { events: 3000, entities: 3000 },
   variants: [
     {
@@ -115,83 +118,116 @@ export const e2e: Scenario = {
   ],
   async run(ctx: ScenarioContext) {
     const { options } = ctx;
-    const orders = options.events;
-    const statehouse: WorkerRun[] = [];
-    const naive: WorkerRun[] = [];
-    for (let round = 0; round < options.repeat; round++) {
-      statehouse.push(
-        await runE2e(ctx, {
-          scenario: 'e2e',
-          label: 'statehouse',
-          module: E2E_STATEHOUSE,
-          processes: 1,
-          mode: 'throughput',
-          orders,
-        }),
-      );
-      naive.push(
-        await runE2e(ctx, {
-          scenario: 'e2e',
-          label: 'naive',
-          module: NAIVE,
-          processes: 1,
-          mode: 'throughput',
-          orders,
-        }),
-      );
+    const rows: ResultRow[] = [];
+    const settings: Record<string, string | number | boolean> = {
+      orders: options.events,
+      eventsPerOrder: 4,
+      repeat: options.repeat,
+      engineProcesses: 1,
+      handlerMs: options.handlerMs.join(','),
+      engineDefaults: 'dispatcher batch 50 × 2 loops, jobs 2 loops × batch 25 per queue, ingest batch 500',
+    };
+    for (const handlerMs of options.handlerMs) {
+      const { rows: compared, settings: own } = await compareAt(ctx, handlerMs);
+      rows.push(...compared);
+      Object.assign(settings, own);
     }
-    const sh = medianRun(statehouse);
-    const nv = medianRun(naive);
-    const latencyOf = async (label: string, module: string, maxRate: number) => {
-      const rate = Math.max(1, Math.round(maxRate / 2));
-      const count = Math.max(100, Math.round(rate * LATENCY_SECONDS));
-      return runE2e(ctx, {
-        scenario: 'e2e',
-        label: `${label} latency`,
-        module,
-        processes: 1,
-        mode: 'latency',
-        orders: count,
-        rate,
-      });
-    };
-    const shLatency = await latencyOf('statehouse', E2E_STATEHOUSE, rateOf(sh));
-    const nvLatency = await latencyOf('naive', NAIVE, rateOf(nv));
-    const p = (run: WorkerRun) => percentiles(run.measurement.latencyMs);
-    const rows: ResultRow[] = [
-      {
-        scenario: 'e2e',
-        baseline: 'naive',
-        unit: 'events/s',
-        higherIsBetter: true,
-        statehouse: e2eFigures('statehouse', sh),
-        baselineFigures: e2eFigures('naive', nv),
-        target: 5,
-      },
-      {
-        scenario: 'e2e',
-        baseline: 'naive',
-        unit: 'ms publish→final p99 at half rate',
-        higherIsBetter: false,
-        statehouse: { ...e2eFigures('statehouse', shLatency, p(shLatency).p99), latencyMs: p(shLatency) },
-        baselineFigures: { ...e2eFigures('naive', nvLatency, p(nvLatency).p99), latencyMs: p(nvLatency) },
-      },
-    ];
-    return {
-      rows,
-      settings: {
-        orders,
-        eventsPerOrder: 4,
-        repeat: options.repeat,
-        engineProcesses: 1,
-        statehouseLatencyRate: Math.round(rateOf(sh) / 2),
-        naiveLatencyRate: Math.round(rateOf(nv) / 2),
-        statehouseP50Ms: p(shLatency).p50,
-        statehouseP99Ms: p(shLatency).p99,
-        naiveP50Ms: p(nvLatency).p50,
-        naiveP99Ms: p(nvLatency).p99,
-        engineDefaults: 'dispatcher batch 50 × 2 loops, jobs 2 loops × batch 25 per queue, ingest batch 500',
-      },
-    };
+    return { rows, settings };
   },
 };
+
+/**
+ * statehouse and the naive loop with every demo service call taking `handlerMs`: the rate
+ * of each, then publish → final state at half of it.
+ */
+async function compareAt(ctx: ScenarioContext, handlerMs: number) {
+  const { options } = ctx;
+  const orders = options.events;
+  const tag = options.handlerMs.length > 1 || handlerMs > 0 ? ` (handlers ${handlerMs} ms)` : '';
+  // The naive loop takes three calls in a row per order; enough orders for ≈ 10 s of it.
+  const naiveOrders =
+    handlerMs === 0 ? orders : Math.min(orders, Math.max(100, Math.round(10_000 / (3 * handlerMs + 2))));
+  const statehouse: WorkerRun[] = [];
+  const naive: WorkerRun[] = [];
+  for (let round = 0; round < options.repeat; round++) {
+    statehouse.push(
+      await runE2e(ctx, {
+        scenario: 'e2e',
+        label: `statehouse${tag}`,
+        module: E2E_STATEHOUSE,
+        processes: 1,
+        mode: 'throughput',
+        orders,
+        handlerMs,
+      }),
+    );
+    naive.push(
+      await runE2e(ctx, {
+        scenario: 'e2e',
+        label: `naive${tag}`,
+        module: NAIVE,
+        processes: 1,
+        mode: 'throughput',
+        orders: naiveOrders,
+        handlerMs,
+      }),
+    );
+  }
+  const sh = medianRun(statehouse);
+  const nv = medianRun(naive);
+  const latencyOf = async (label: string, module: string, maxRate: number) => {
+    const rate = Math.max(1, Math.round(maxRate / 2));
+    const count = Math.max(100, Math.round(rate * LATENCY_SECONDS));
+    return runE2e(ctx, {
+      scenario: 'e2e',
+      label: `${label}${tag} latency`,
+      module,
+      processes: 1,
+      mode: 'latency',
+      orders: count,
+      rate,
+      handlerMs,
+    });
+  };
+  const shLatency = await latencyOf('statehouse', E2E_STATEHOUSE, rateOf(sh));
+  const nvLatency = await latencyOf('naive', NAIVE, rateOf(nv));
+  const p = (run: WorkerRun) => percentiles(run.measurement.latencyMs);
+  const rows: ResultRow[] = [
+    {
+      scenario: 'e2e',
+      baseline: 'naive',
+      unit: `orders/s${tag}`,
+      higherIsBetter: true,
+      statehouse: e2eFigures(`statehouse${tag}`, sh),
+      baselineFigures: e2eFigures(`naive${tag}`, nv),
+      target: 5,
+    },
+    {
+      scenario: 'e2e',
+      baseline: 'naive',
+      unit: `ms publish→final p99 at half rate${tag}`,
+      higherIsBetter: false,
+      statehouse: {
+        ...e2eFigures(`statehouse${tag} latency`, shLatency, p(shLatency).p99),
+        latencyMs: p(shLatency),
+      },
+      baselineFigures: {
+        ...e2eFigures(`naive${tag} latency`, nvLatency, p(nvLatency).p99),
+        latencyMs: p(nvLatency),
+      },
+    },
+  ];
+  const at = `At${handlerMs}Ms`;
+  return {
+    rows,
+    settings: {
+      [`naiveOrders${at}`]: naiveOrders,
+      [`statehouseLatencyRate${at}`]: Math.round(rateOf(sh) / 2),
+      [`naiveLatencyRate${at}`]: Math.round(rateOf(nv) / 2),
+      [`statehouseP50Ms${at}`]: p(shLatency).p50,
+      [`statehouseP99Ms${at}`]: p(shLatency).p99,
+      [`naiveP50Ms${at}`]: p(nvLatency).p50,
+      [`naiveP99Ms${at}`]: p(nvLatency).p99,
+    },
+  };
+}

@@ -35,7 +35,7 @@ export const scale: Scenario = {
     const row: ResultRow = {
       scenario: 'scale',
       baseline: 'one-process',
-      unit: 'events/s',
+      unit: 'orders/s',
       higherIsBetter: true,
       statehouse: e2eFigures('two processes', two),
       baselineFigures: e2eFigures('one-process', one),

@@ -11,6 +11,8 @@ export interface RunOptions {
   repeat: number;
   /** Baselines to run (by name), instead of the scenario's defaults. */
   variants: readonly string[] | undefined;
+  /** e2e: each demo handler's simulated service latency, one comparison per value. */
+  handlerMs: readonly number[];
   /** Before each measured run, wait up to this many seconds for the machine to be idle. */
   quietSeconds: number;
   /** Folder for .cpuprofile files when profiling, else undefined. */
