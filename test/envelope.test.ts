@@ -121,7 +121,7 @@ describe('upcasting when events are read', () => {
       [stored(1, 1, { cents: 250 }), stored(2, 2, { amount: { value: 9, currency: 'USD' } })],
     );
     expect(result.error).toBeNull();
-    expect((result.snapshot as { context: { seen: unknown[] } }).context.seen).toEqual([
+    expect((JSON.parse(result.snapshotJson) as { context: { seen: unknown[] } }).context.seen).toEqual([
       { amount: { value: 250, currency: 'EUR' } },
       { amount: { value: 9, currency: 'USD' } },
     ]);

@@ -50,7 +50,9 @@ export interface DispatcherOptions {
 // array literals of snapshots.
 const SAVE_SQL = `
 update entities e
-set snapshot = s.step -> 'snapshot', state = s.step -> 'state',
+set snapshot = s.step -> 'snapshot',
+    -- A step that applied nothing (the machine is missing, or failed) keeps the state shown.
+    state = coalesce(nullif(s.step -> 'state', 'null'::jsonb), e.state),
     -- A saga the engine is compensating outranks what the machine's state says.
     status = case
       when s.step ->> 'status' <> 'failed' and e.saga_state = 'needs-attention' then 'needs-attention'
@@ -150,21 +152,19 @@ async function save(
   client: pg.ClientBase,
   results: ReadonlyArray<{ entity: EntityRow; result: StepResult }>,
 ) {
-  const steps = results.map(({ result }) => ({
-    snapshot: result.snapshot ?? null,
-    state: result.state ?? null,
-    status: result.status,
-    machineVersion: result.machineVersion,
-    appliedVersion: result.appliedVersion,
-    error: result.error ?? null,
-  }));
+  // Built as text around each snapshot's JSON, which is already serialised: parsing it back
+  // only to serialise it again was a tenth of a step's CPU.
+  const steps = results.map(
+    ({ result }) =>
+      `{"snapshot":${result.snapshotJson},"state":${JSON.stringify(result.state ?? null)},"status":${JSON.stringify(result.status)},"machineVersion":${JSON.stringify(result.machineVersion)},"appliedVersion":${result.appliedVersion},"error":${JSON.stringify(result.error ?? null)}}`,
+  );
   await client.query({
     name: 'statehouse.save-steps',
     text: SAVE_SQL,
     values: [
       results.map(({ entity }) => entity.machine),
       results.map(({ entity }) => entity.entityId),
-      JSON.stringify(steps),
+      `[${steps.join(',')}]`,
     ],
   });
 }

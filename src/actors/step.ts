@@ -1,5 +1,6 @@
-import type { AnyMachineSnapshot, AnyStateMachine } from 'xstate';
+import type { AnyMachineSnapshot } from 'xstate';
 import { describeError, StatehouseError } from '../errors/index.ts';
+import { hasEscapedNul } from '../shared/json.ts';
 import type { StoredEvent } from '../store/index.ts';
 import {
   type Effect,
@@ -34,7 +35,8 @@ export interface PlannedEffect {
 
 export interface StepResult {
   machineVersion: number | null;
-  snapshot: unknown;
+  /** The snapshot to store, as JSON text (`null` for none): serialised once, stored as is. */
+  snapshotJson: string;
   state: unknown;
   status: EntityStatus;
   appliedVersion: number;
@@ -58,7 +60,7 @@ export function applyEvents(
   const machine = workflow?.machine;
   const result: StepResult = {
     machineVersion: version,
-    snapshot: resolved.snapshot,
+    snapshotJson: JSON.stringify(resolved.snapshot ?? null),
     state: null,
     status: 'active',
     appliedVersion: entity.appliedVersion,
@@ -128,9 +130,21 @@ export function applyEvents(
       break;
     }
   }
+  if (!applied) return result;
   // Persisted once per step, not per event: it is the costliest part of applying one.
-  if (applied) result.snapshot = persist(machine, applied);
-  return result;
+  // The text is what is stored and what a later step restores from, so no round trip is needed.
+  const stored = storableSnapshot(entity.machine, () => machine.getPersistedSnapshot(applied));
+  if (typeof stored === 'string') return { ...result, snapshotJson: stored };
+  // Nothing of this step can be kept: the entity stays where it was stored, failed, with no
+  // effects, and resumes from there once the machine is fixed.
+  return {
+    ...result,
+    state: null,
+    status: 'failed',
+    appliedVersion: entity.appliedVersion,
+    effects: [],
+    error: { ...describeError(stored), eventVersion: result.appliedVersion },
+  };
 }
 
 /**
@@ -179,9 +193,28 @@ function plan(
   return planned;
 }
 
-function persist(machine: AnyStateMachine, snapshot: AnyMachineSnapshot): unknown {
-  // A JSON round trip now, so that what is stored is exactly what will be restored.
-  return JSON.parse(JSON.stringify(machine.getPersistedSnapshot(snapshot)));
+/**
+ * The persisted snapshot as JSON text, or the error saying why Postgres cannot store it:
+ * a context holding something JSON cannot carry (a BigInt, a cycle), or a NUL character.
+ */
+function storableSnapshot(machine: string, persisted: () => unknown): string | StatehouseError {
+  let text: string;
+  try {
+    text = JSON.stringify(persisted());
+  } catch (error) {
+    return new StatehouseError(
+      'SNAPSHOT_INVALID',
+      `machine "${machine}" made a snapshot that is not JSON (${(error as Error).message}); keep its context to plain data, then resume the entity`,
+      { cause: error },
+    );
+  }
+  if (hasEscapedNul(text)) {
+    return new StatehouseError(
+      'SNAPSHOT_INVALID',
+      `machine "${machine}" made a snapshot with a NUL character (\\u0000) in a string, which Postgres cannot store; strip it, then resume the entity`,
+    );
+  }
+  return text;
 }
 
 /** Machines opt into the richer statuses with state tags. */

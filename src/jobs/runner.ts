@@ -5,6 +5,7 @@ import { z } from 'zod';
 import type { EffectSink, PlannedJob } from '../actors/index.ts';
 import { Listener, withTransaction } from '../db/index.ts';
 import { describeError, StatehouseError } from '../errors/index.ts';
+import { hasEscapedNul } from '../shared/json.ts';
 import type { Logger } from '../shared/logger.ts';
 import { PollingLoop } from '../shared/polling-loop.ts';
 import { isDuplicateMessageError } from '../store/index.ts';
@@ -471,8 +472,7 @@ function storable(handler: string, output: unknown): unknown {
       { retryable: false, cause: error },
     );
   }
-  // An escaped NUL, not an escaped backslash followed by "u0000".
-  if (/(?<!\\)(?:\\\\)*\\u0000/.test(text)) {
+  if (hasEscapedNul(text)) {
     throw new StatehouseError(
       'HANDLER_OUTPUT_INVALID',
       `handler "${handler}" returned a string with a NUL character (\\u0000), which Postgres cannot store; strip it`,

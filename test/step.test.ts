@@ -1,0 +1,76 @@
+import { describe, expect, it } from 'vitest';
+import { assign, setup } from 'xstate';
+import { z } from 'zod';
+import { applyEvents } from '../src/actors/index.ts';
+import { defineWorkflow, runHandler, WorkflowRegistry } from '../src/workflows/index.ts';
+import { storedEvent } from './helpers/events.ts';
+
+// A counter whose `poison` event stores what it is given in its context.
+const machine = setup({
+  types: {
+    context: {} as { n: number; kept: unknown },
+    events: {} as { type: 'add'; data: null } | { type: 'poison'; data: { text: string; big: boolean } },
+  },
+}).createMachine({
+  context: { n: 0, kept: null },
+  initial: 'counting',
+  states: {
+    counting: {
+      on: {
+        add: {
+          actions: [
+            assign({ n: ({ context }) => context.n + 1 }),
+            runHandler({ name: 'audit', input: z.object({}) }, () => ({})),
+          ],
+        },
+        poison: {
+          actions: assign({ kept: ({ event }) => (event.data.big ? BigInt(1) : event.data.text) }),
+        },
+      },
+    },
+  },
+});
+const registry = new WorkflowRegistry([
+  defineWorkflow({
+    name: 'counter',
+    version: 1,
+    machine,
+    subjects: 'counter.*.>',
+    events: { add: z.null(), poison: z.object({ text: z.string(), big: z.boolean() }) },
+  }),
+]);
+const event = (version: number, type: string, data: unknown = null) =>
+  storedEvent({ machine: 'counter', entityId: 'c-1', type, version, data });
+const fresh = {
+  machine: 'counter',
+  entityId: 'c-1',
+  machineVersion: null,
+  snapshot: null,
+  appliedVersion: 0,
+};
+
+describe('a step whose snapshot Postgres cannot store', () => {
+  it('stores the snapshot it applied as JSON text, once', () => {
+    const result = applyEvents(registry, fresh, [event(1, 'add'), event(2, 'add')]);
+    expect(result.status).toBe('active');
+    expect(result.appliedVersion).toBe(2);
+    expect(JSON.parse(result.snapshotJson)).toMatchObject({ value: 'counting', context: { n: 2 } });
+    expect(result.effects).toHaveLength(2);
+  });
+
+  for (const [what, data, message] of [
+    ['a BigInt', { text: '', big: true }, 'made a snapshot that is not JSON'],
+    ['a NUL character', { text: 'a\u0000b', big: false }, 'made a snapshot with a NUL character'],
+  ] as const) {
+    it(`fails only that entity, at its stored snapshot and with no effects, when the context holds ${what}`, () => {
+      const result = applyEvents(registry, fresh, [event(1, 'add'), event(2, 'poison', data)]);
+      expect(result.status).toBe('failed');
+      expect(result.error).toMatchObject({ code: 'SNAPSHOT_INVALID', eventVersion: 2 });
+      expect(String(result.error?.message)).toContain(`machine "counter" ${message}`);
+      // Nothing of the step is kept: resumed after a fix, the entity starts from version 0 again.
+      expect(result.appliedVersion).toBe(0);
+      expect(result.snapshotJson).toBe('null');
+      expect(result.effects).toEqual([]);
+    });
+  }
+});
