@@ -20,15 +20,16 @@ with claimed as (
 )
 select c.machine, c.entity_id as "entityId", c.machine_version as "machineVersion", c.snapshot,
        c.applied_version as "appliedVersion",
-       (select coalesce(json_agg(json_build_object(
-                 'position', e.position, 'version', e.version, 'type', e.type,
-                 'schemaVersion', e.schema_version, 'data', e.data)
+       (select coalesce(json_agg(json_build_array(e.position, e.version, e.type, e.schema_version, e.data)
                order by e.version), '[]'::json)
         from events e
         where e.machine = c.machine and e.entity_id = c.entity_id
           and e.version > c.applied_version and e.version <= c.applied_version + $3) as events
 from claimed c
 order by c.pending_since`;
+
+/** An event as the claim reads it: position, version, type, schema version, data. */
+type EventColumns = [number, number, string, number, unknown];
 
 export interface ClaimedEntity {
   entity: EntityRow;
@@ -40,10 +41,19 @@ export async function claimEntities(
   client: pg.ClientBase,
   options: { limit: number; machines: readonly string[]; eventsPerEntity: number },
 ): Promise<ClaimedEntity[]> {
-  const { rows } = await client.query<EntityRow & { events: StepEvent[] }>({
+  const { rows } = await client.query<EntityRow & { events: EventColumns[] }>({
     name: 'statehouse.claim-entities',
     text: CLAIM_SQL,
     values: [options.limit, options.machines, options.eventsPerEntity],
   });
-  return rows.map(({ events, ...entity }) => ({ entity, events }));
+  return rows.map(({ events, ...entity }) => ({
+    entity,
+    events: events.map(([position, version, type, schemaVersion, data]) => ({
+      position,
+      version,
+      type,
+      schemaVersion,
+      data,
+    })),
+  }));
 }
