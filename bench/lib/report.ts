@@ -69,6 +69,7 @@ const COLUMNS: Array<[string, (f: Figures) => string]> = [
   ['cycle ms p50/p99', (f) => pct(f.cycleMs)],
   ['tx ms p50/p99', (f) => pct(f.transactionMs)],
   ['node s/1k', (f) => formatNumber(f.cpuSPer1k.node, 3)],
+  ['of it kernel', (f) => formatNumber(f.cpuSPer1k.nodeKernel, 3)],
   ['pg s/1k', (f) => formatNumber(f.cpuSPer1k.postgres, 3)],
   ['pg all s/1k', (f) => formatNumber(f.cpuSPer1k.postgresAll, 3)],
   ['nats s/1k', (f) => formatNumber(f.cpuSPer1k.nats, 3)],

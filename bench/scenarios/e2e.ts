@@ -100,7 +100,7 @@ export function e2eFigures(variant: string, run: WorkerRun, value?: number): Fig
   const figures = figuresOf(variant, run, value);
   const engine = Number(run.measurement.notes.engineNodeCpuSPer1k);
   return Number.isFinite(engine)
-    ? { ...figures, cpuSPer1k: { ...figures.cpuSPer1k, node: engine } }
+    ? { ...figures, cpuSPer1k: { ...figures.cpuSPer1k, node: engine, nodeKernel: Number.NaN } }
     : figures;
 }
 

@@ -45,7 +45,7 @@ export interface Figures {
   latencyMs?: Percentiles;
   peakRssMb: number;
   /** CPU seconds per 1,000 items, by process. */
-  cpuSPer1k: { node: number; postgres: number; postgresAll: number; nats: number };
+  cpuSPer1k: { node: number; nodeKernel: number; postgres: number; postgresAll: number; nats: number };
   /** Postgres CPU seconds per 1,000 items of the run's sessions, by application_name. */
   postgresCpuByApp: Record<string, number>;
   /** Share of all cores busy during the window, and waiting on I/O. */
@@ -121,6 +121,7 @@ export function figuresOf(variant: string, run: WorkerRun, value?: number): Figu
     peakRssMb: round(m.maxRssMb, 1),
     cpuSPer1k: {
       node: per1k(m.cpuUserS + m.cpuSystemS),
+      nodeKernel: per1k(m.cpuSystemS),
       postgres: per1k(run.cpu.postgresBackends),
       postgresAll: per1k(run.cpu.postgresAll),
       nats: per1k(run.cpu.natsServer),
