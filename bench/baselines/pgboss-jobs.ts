@@ -50,28 +50,40 @@ export default defineTask({
       await boss.stop({ graceful: true, timeout: 5000 });
       return;
     }
-    const t = performance.now();
-    for (let from = 0; from < input.jobs; from += INSERT_CHUNK) {
-      const jobs = [];
-      for (let i = from; i < Math.min(input.jobs, from + INSERT_CHUNK); i++) {
-        jobs.push({ data: { entityId: `e-${i % input.entities}`, n: i, key: `bench-${i}` } });
+    const send = async () => {
+      for (let from = 0; from < input.jobs; from += INSERT_CHUNK) {
+        const jobs = [];
+        for (let i = from; i < Math.min(input.jobs, from + INSERT_CHUNK); i++) {
+          jobs.push({ data: { entityId: `e-${i % input.entities}`, n: i, key: `bench-${i}` } });
+        }
+        await boss.insert(QUEUE, jobs);
       }
-      await boss.insert(QUEUE, jobs);
-    }
-    clock.notes.enqueuePerSecond = Math.round(input.jobs / ((performance.now() - t) / 1000));
-
+    };
     let handled = 0;
     let allHandled: () => void = () => {};
     const done = new Promise<void>((resolve) => {
       allHandled = resolve;
     });
-    await clock.start();
-    await boss.work(QUEUE, workOptions, async (jobs) => {
-      handled += jobs.length;
-      clock.progress(jobs.length);
-      if (handled >= input.jobs) allHandled();
-    });
+    const work = () =>
+      boss.work(QUEUE, workOptions, async (jobs) => {
+        handled += jobs.length;
+        clock.progress(jobs.length);
+        if (handled >= input.jobs) allHandled();
+      });
+    let sending: Promise<void> = Promise.resolve();
+    if (input.mode === 'throughput') {
+      const t = performance.now();
+      await send();
+      clock.notes.enqueuePerSecond = Math.round(input.jobs / ((performance.now() - t) / 1000));
+      await clock.start();
+      await work();
+    } else {
+      await work();
+      await clock.start();
+      sending = send();
+    }
     await done;
+    await sending;
     // The last batches are completed after their handler returns.
     await waitUntilFinished(boss, input.bossSchema);
     await clock.finish();

@@ -3,7 +3,7 @@
 // outcome event (`benchNoop.done`) is stored for its entity, which is what lets the entity
 // move on, and pg-boss has marked it completed.
 import { z } from 'zod';
-import { createPool, dispatchChannel, jobsChannel } from '../../src/db/index.ts';
+import { createPool, dispatchChannel, jobsChannel, withTransaction } from '../../src/db/index.ts';
 import { defineHandler, type Handler, type JobData, JobRunner, queueName } from '../../src/jobs/index.ts';
 import { insertJobs, wakeWorkers } from '../../src/jobs/queues.ts';
 import { createLogger } from '../../src/shared/logger.ts';
@@ -85,18 +85,32 @@ export default defineTask({
       await pool.end();
       return;
     }
-    // Fill the queue the way the dispatcher does (pg-boss insert, JobData payloads).
-    const t = performance.now();
-    for (let from = 0; from < input.jobs; from += INSERT_CHUNK) {
-      const jobs: Array<{ data: JobData }> = [];
-      for (let i = from; i < Math.min(input.jobs, from + INSERT_CHUNK); i++) jobs.push({ data: job(i) });
-      await runner.boss.insert(queue, jobs);
+    // Enqueue the way the dispatcher does: pg-boss insert of JobData payloads and a wake-up
+    // of the queue's workers, in one transaction per chunk.
+    const send = async () => {
+      for (let from = 0; from < input.jobs; from += INSERT_CHUNK) {
+        const jobs: JobData[] = [];
+        for (let i = from; i < Math.min(input.jobs, from + INSERT_CHUNK); i++) jobs.push(job(i));
+        await withTransaction(pool, async (client) => {
+          await insertJobs(runner.boss, client, queue, jobs);
+          await wakeWorkers(client, jobsChannel(SCHEMA), [queue]);
+        });
+      }
+    };
+    let sending: Promise<void> = Promise.resolve();
+    if (input.mode === 'throughput') {
+      const t = performance.now();
+      await send();
+      clock.notes.enqueuePerSecond = Math.round(input.jobs / ((performance.now() - t) / 1000));
+      await clock.start();
+      await runner.start();
+    } else {
+      await runner.start();
+      await clock.start();
+      sending = send();
     }
-    clock.notes.enqueuePerSecond = Math.round(input.jobs / ((performance.now() - t) / 1000));
     clock.notes.outcomeTransactionsPerBatch = 1;
 
-    await clock.start();
-    await runner.start();
     // Outcomes stored: each bumps its entity's last_version (1,000 rows to sum, cheap to poll).
     let stored = 0;
     while (stored < input.jobs) {
@@ -114,6 +128,7 @@ export default defineTask({
       if ((rows[0]?.n ?? 0) === 0) break;
       await new Promise((r) => setTimeout(r, 10));
     }
+    await sending;
     await clock.finish();
     await runner.stop(1000);
     await pool.end();

@@ -11,16 +11,18 @@ export const jobsInput = z.object({
   concurrency: z.number().int().positive(),
   bossSchema: z.string().min(1),
   /**
-   * `throughput`: the queue is filled first, then worked off as fast as possible.
+   * `send-and-work`: the clock starts with the workers idle; jobs are inserted
+   * `INSERT_CHUNK` at a time, back to back, while the workers run them.
+   * `throughput`: the queue is filled first (untimed), then worked off as fast as possible.
    * `latency`: workers idle first, then `jobs` are enqueued one per transaction at `rate`/s
    * and each handler reports the time from its enqueue to its start.
    */
-  mode: z.enum(['throughput', 'latency']).default('throughput'),
+  mode: z.enum(['send-and-work', 'throughput', 'latency']).default('send-and-work'),
   rate: z.number().positive().default(100),
 });
 export type JobsInput = z.infer<typeof jobsInput>;
 
-/** Jobs inserted per `insert` call while filling the queue (before the clock starts). */
+/** Jobs inserted per `insert` call (one multi-row statement). */
 export const INSERT_CHUNK = 1000;
 
 /** Counts the jobs of `queue` that pg-boss has not finished yet. */
