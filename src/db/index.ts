@@ -2,7 +2,13 @@ export { AdvisoryLease } from './lease.ts';
 export { Listener } from './listener.ts';
 export { type MigrateResult, type Migration, migrate, readMigrations } from './migrate.ts';
 export { createPool, type PoolOptions, quoteIdent } from './pool.ts';
-export { isRetryableDatabaseError, sleep, withTransaction } from './transaction.ts';
+export {
+  HeldConnection,
+  inTransaction,
+  isRetryableDatabaseError,
+  sleep,
+  withTransaction,
+} from './transaction.ts';
 
 /** The NOTIFY channel that wakes the dispatchers of the engine using `schema`. */
 export const dispatchChannel = (schema: string) => `${schema}.dispatch`;

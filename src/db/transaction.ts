@@ -98,3 +98,67 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener('abort', done, { once: true });
   });
 }
+
+/** Runs `work` between begin and commit on `client`; rolls back and rethrows on failure. */
+export async function inTransaction<C extends pg.ClientBase, T>(
+  client: C,
+  work: (client: C) => Promise<T>,
+): Promise<T> {
+  await client.query('begin');
+  try {
+    const result = await work(client);
+    await client.query('commit');
+    return result;
+  } catch (error) {
+    await client.query('rollback').catch(() => {});
+    throw error;
+  }
+}
+
+/**
+ * One pooled connection kept for a serial writer: `run` uses it at once when it is held (the
+ * statement goes out in the same turn of the event loop), takes one from the pool when not,
+ * and gives a connection that failed back to the pool to be destroyed.
+ */
+export class HeldConnection {
+  readonly #pool: pg.Pool;
+  #client: pg.PoolClient | undefined;
+  #broken = false;
+  readonly #onError = () => {
+    this.#broken = true;
+  };
+
+  constructor(pool: pg.Pool) {
+    this.#pool = pool;
+  }
+
+  async run<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = this.#client ?? (await this.#connect());
+    try {
+      return await work(client);
+    } catch (error) {
+      // Whatever state the session is in now, a new one is the safe next step.
+      this.#broken = true;
+      this.release();
+      throw error;
+    }
+  }
+
+  /** Gives the connection back to the pool (destroyed when it failed). */
+  release(): void {
+    const client = this.#client;
+    if (!client) return;
+    this.#client = undefined;
+    client.off('error', this.#onError);
+    client.release(this.#broken);
+    this.#broken = false;
+  }
+
+  async #connect(): Promise<pg.PoolClient> {
+    const client = await this.#pool.connect();
+    // A held connection that breaks emits 'error'; unheard, that would crash the process.
+    client.on('error', this.#onError);
+    this.#client = client;
+    return client;
+  }
+}

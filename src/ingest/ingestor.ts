@@ -6,7 +6,13 @@ import {
   type JsMsg,
 } from '@nats-io/jetstream';
 import type pg from 'pg';
-import { AdvisoryLease, isRetryableDatabaseError, sleep, withTransaction } from '../db/index.ts';
+import {
+  AdvisoryLease,
+  HeldConnection,
+  inTransaction,
+  isRetryableDatabaseError,
+  sleep,
+} from '../db/index.ts';
 import { StatehouseError } from '../errors/index.ts';
 import type { Logger } from '../shared/logger.ts';
 import { encodeEvents, isDuplicateMessageError, type NewEvent } from '../store/index.ts';
@@ -60,10 +66,17 @@ export class Ingestor {
   #loop: Promise<void> | undefined;
   #messages: ConsumerMessages | undefined;
   readonly #lease: AdvisoryLease;
+  /**
+   * The leader's one connection for storing batches, held while it leads. Taken from the pool
+   * for each batch instead, the statement would go out only after the next batch's parsing
+   * (pool.connect answers on a later turn of the event loop), and Postgres would wait for it.
+   */
+  readonly #connection: HeldConnection;
   #stored = 0;
 
   constructor(options: IngestorOptions) {
     this.#o = options;
+    this.#connection = new HeldConnection(options.pool);
     this.#lease = new AdvisoryLease({
       url: options.databaseUrl,
       key: `statehouse.ingest:${options.stream}`,
@@ -157,6 +170,7 @@ export class Ingestor {
     } finally {
       messages.stop();
       this.#messages = undefined;
+      this.#connection.release();
     }
   }
 
@@ -229,7 +243,7 @@ export class Ingestor {
   }
 
   async #store(batch: PreparedBatch, checkpoint: number): Promise<number> {
-    const { pool, stream, notifyChannel, hooks } = this.#o;
+    const { stream, notifyChannel, hooks } = this.#o;
     // Redeliveries of messages already stored are only acked.
     const fresh = batch.items.filter((item) => item.seq > checkpoint);
     const events: NewEvent[] = [];
@@ -242,16 +256,22 @@ export class Ingestor {
     for (const item of fresh) if (item.seq > last) last = item.seq;
     if (fresh.length > 0) {
       const encoded = fresh.length === batch.items.length ? batch.encoded : encodeEvents(events);
-      await withTransaction(
-        pool,
-        async (client) => {
-          const advanced = await storeBatch(client, { encoded, stream, checkpoint, last, notifyChannel });
-          if (!advanced) throw new LeadershipLost(stream);
-          await quarantineMessages(client, quarantined);
-        },
-        // Without quarantined messages the batch is one statement: no begin and commit.
-        { retries: 3, alsoRetry: isDuplicateMessageError, autocommit: quarantined.length === 0 },
-      );
+      const write = async (client: pg.ClientBase) => {
+        const advanced = await storeBatch(client, { encoded, stream, checkpoint, last, notifyChannel });
+        if (!advanced) throw new LeadershipLost(stream);
+        await quarantineMessages(client, quarantined);
+      };
+      for (let race = 0; ; race++) {
+        try {
+          // Without quarantined messages the batch is one statement: no begin and commit.
+          if (quarantined.length === 0) await this.#connection.run(write);
+          else await this.#connection.run((client) => inTransaction(client, write));
+          break;
+        } catch (error) {
+          // Another writer stored one of these messages first: the dedupe sees it next time.
+          if (race >= 3 || !isDuplicateMessageError(error)) throw error;
+        }
+      }
       this.#stored += fresh.length;
       for (const q of quarantined) {
         this.#o.log.warn(
