@@ -100,14 +100,33 @@ describe('parsing a NATS message', () => {
     );
   });
 
-  it('refuses entity ids that are too long', () => {
-    const id = 'x'.repeat(129);
+  for (const [what, id] of [
+    ['129 characters', 'x'.repeat(129)],
+    ['a dollar sign', '$sys'],
+    ['whitespace', 'a b'],
+    ['a tab', 'a\tb'],
+    ['a wildcard', '*'],
+    ['a full wildcard', '>'],
+    ['a percent sign', 'a%b'],
+    ['non-ASCII letters', 'ünï'],
+  ] as const) {
+    it(`refuses an entity id with ${what}`, () => {
+      const parsed = parseMessage(
+        raw({ type: 'deposited', data: {} }, {}, `env.accounts.${id}.deposited`),
+        registry,
+        options,
+      );
+      expect(parsed).toMatchObject({ ok: false, reasonCode: 'invalid-entity-id' });
+    });
+  }
+
+  it('takes entity ids made of letters, digits and _-:@+=~', () => {
     const parsed = parseMessage(
-      raw({ type: 'deposited', data: {} }, {}, `env.accounts.${id}.deposited`),
+      raw({ type: 'deposited', data: { cents: 1 } }, {}, 'env.accounts.Ac_1-2:x@y+z=w~.deposited'),
       registry,
       options,
     );
-    expect(parsed).toMatchObject({ ok: false, reasonCode: 'invalid-entity-id' });
+    expect(parsed).toMatchObject({ ok: true });
   });
 });
 

@@ -17,6 +17,7 @@ import { type Handler, JobOperations, JobRunner } from '../jobs/index.ts';
 import { OutboxRelay } from '../outbox/index.ts';
 import { createLogger, type Logger } from '../shared/logger.ts';
 import { type Workflow, WorkflowRegistry } from '../workflows/index.ts';
+import { logNatsStatus } from './nats-status.ts';
 
 type Part = 'ingest' | 'dispatch' | 'jobs' | 'outbox';
 
@@ -65,6 +66,11 @@ export class Engine {
     this.nats = nats;
     this.jsm = jsm;
     this.js = jetstream(nats);
+    // Ends when the connection closes (stop); a failure to watch must not stop the engine.
+    logNatsStatus(nats, this.log.child({ part: 'nats' })).catch(() => {});
+    pool.on('error', (error) =>
+      this.log.warn({ err: error }, 'an idle Postgres connection failed; the next query connects anew'),
+    );
     this.#parts = { ingest: true, dispatch: true, jobs: true, outbox: true, ...options.parts };
     const notifyChannel = dispatchChannel(config.database.schema);
     this.jobs = new JobRunner({
