@@ -71,7 +71,7 @@ export const INGEST_BASELINES: ReadonlyArray<Variant & { default: boolean }> = [
     ...baseline({
       name: 'batched-explicit-ack',
       module: 'baselines/batched-insert.ts',
-      description: 'batched-insert, but an explicit ack per message (as statehouse does)',
+      description: 'batched-insert, but an explicit ack per message: what one ack per batch is worth',
       tuning: { ackAll: false },
     }),
     default: false,
@@ -80,7 +80,8 @@ export const INGEST_BASELINES: ReadonlyArray<Variant & { default: boolean }> = [
     ...baseline({
       name: 'batched-serial',
       module: 'baselines/batched-insert.ts',
-      description: 'batched-insert, but the next batch is decoded only after the commit (as statehouse does)',
+      description:
+        'batched-insert, but the next batch is decoded only after the commit: what pipelining is worth',
       tuning: { pipeline: false },
     }),
     default: false,
@@ -89,7 +90,8 @@ export const INGEST_BASELINES: ReadonlyArray<Variant & { default: boolean }> = [
     ...baseline({
       name: 'batched-unnest',
       module: 'baselines/batched-insert.ts',
-      description: 'batched-insert, but rows as one array parameter per column (unnest, as statehouse does)',
+      description:
+        'batched-insert, but rows as one array parameter per column (unnest): what one JSON document is worth',
       tuning: { encoding: 'arrays' },
     }),
     default: false,
@@ -98,7 +100,8 @@ export const INGEST_BASELINES: ReadonlyArray<Variant & { default: boolean }> = [
     ...baseline({
       name: 'batched-like-statehouse',
       module: 'baselines/batched-insert.ts',
-      description: 'batched-insert with statehouse’s choices: explicit acks, serial, unnest',
+      description:
+        'batched-insert with the choices statehouse first made: explicit acks, serial decoding, unnest',
       tuning: { ackAll: false, pipeline: false, encoding: 'arrays' },
     }),
     default: false,
