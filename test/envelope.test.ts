@@ -146,6 +146,26 @@ describe('upcasting when events are read', () => {
     ]);
   });
 
+  it('gives a stored event read from the store the current shape, and leaves current or unknown ones alone', () => {
+    const old = storedEvent({
+      machine: 'account',
+      entityId: 'a-1',
+      type: 'deposited',
+      schemaVersion: 1,
+      data: { cents: 250 },
+    });
+    expect(registry.currentShape(old)).toMatchObject({
+      schemaVersion: 2,
+      data: { amount: { value: 250, currency: 'EUR' } },
+      messageId: old.messageId,
+    });
+    expect(old.data).toEqual({ cents: 250 });
+    const current = { ...old, schemaVersion: 2, data: { amount: { value: 1, currency: 'USD' } } };
+    expect(registry.currentShape(current)).toBe(current);
+    const unknown = { ...old, type: 'withdrawn' };
+    expect(registry.currentShape(unknown)).toBe(unknown);
+  });
+
   it('refuses a workflow whose schema version has no upcaster from an older one', () => {
     expect(() =>
       defineWorkflow({

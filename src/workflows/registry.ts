@@ -1,5 +1,6 @@
 import type { AnyStateMachine } from 'xstate';
 import { ConfigError } from '../errors/index.ts';
+import { upcast } from './events.ts';
 import type { SubjectRoute, Workflow } from './workflow.ts';
 
 export interface RouteMatch {
@@ -41,6 +42,25 @@ export class WorkflowRegistry {
     const versions = this.#byName.get(name);
     if (!versions) return undefined;
     return versions.get(Math.max(...versions.keys()));
+  }
+
+  /**
+   * A stored event as its workflow's newest version declares it: data from an older schema
+   * version goes through the upcasters and `schemaVersion` becomes the current one. Events of
+   * unknown machines or types, or already current, are returned as they are. For reading
+   * the event store directly (`readStream`, `readGlobalLog`); the dispatcher upcasts by the
+   * entity's own machine version.
+   */
+  currentShape<E extends { machine: string; type: string; schemaVersion: number; data: unknown }>(
+    event: E,
+  ): E {
+    const spec = this.latest(event.machine)?.events[event.type];
+    if (!spec || event.schemaVersion >= spec.schemaVersion) return event;
+    return {
+      ...event,
+      data: upcast(spec, event.schemaVersion, event.data),
+      schemaVersion: spec.schemaVersion,
+    };
   }
 
   get(name: string, version: number): Workflow | undefined {
