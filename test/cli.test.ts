@@ -1,4 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
@@ -122,7 +125,38 @@ describe('statehouse CLI', () => {
     const stillBad = cli('quarantine', 'redrive', second!);
     expect(stillBad.status).toBe(1);
     expect(stillBad.stdout).toContain('still invalid, kept: malformed-json');
-    expect(cli('quarantine', 'drop', second!).stdout).toContain('dropped 1 of 1');
+    // A corrected payload that is still wrong keeps it held, saying so.
+    const dir = mkdtempSync(join(tmpdir(), 'statehouse-cli-'));
+    writeFileSync(join(dir, 'wrong.json'), JSON.stringify({ type: 'order.placed', data: { nope: true } }));
+    const wrongFix = cli('quarantine', 'redrive', second!, '--payload', join(dir, 'wrong.json'));
+    expect(wrongFix.status).toBe(1);
+    expect(wrongFix.stdout).toContain('still invalid, kept: schema-violation: the corrected payload:');
+    expect(
+      cli('quarantine', 'redrive', first!, second!, '--payload', join(dir, 'wrong.json')).stderr,
+    ).toContain('--payload corrects one message: name exactly one id, without --all');
+    expect(cli('quarantine', 'redrive', second!, '--payload', join(dir, 'missing.json')).stderr).toContain(
+      `cannot read the corrected payload from "${join(dir, 'missing.json')}"`,
+    );
+    // Corrected from stdin: stored under the message's own subject and id; the held bytes stay on record.
+    const fixed = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', MAIN, 'quarantine', 'redrive', second!, '--payload', '-'],
+      { env, encoding: 'utf8', timeout: 30_000, input: JSON.stringify(orderPlaced()) },
+    );
+    expect(fixed.stdout, fixed.stderr).toContain(`${second}: stored as an event of order qc-1`);
+    const { rows } = await t.pool.query<{ message_id: string; version: number }>(
+      "select message_id, version from statehouse.events where entity_id = 'qc-1' order by version",
+    );
+    expect(rows).toEqual([
+      { message_id: 'q-cli-1', version: 1 },
+      { message_id: 'q-cli-2', version: 2 },
+    ]);
+    const held = await t.pool.query<{ payload: Buffer; status: string; reason: string }>(
+      "select payload, status, reason from statehouse.quarantine where message_id = 'q-cli-2'",
+    );
+    expect(held.rows[0]?.payload.toString()).toBe('nope');
+    expect(held.rows[0]?.status).toBe('redriven');
+    expect(held.rows[0]?.reason).toContain('(re-driven with a corrected payload)');
     expect(cli('quarantine', 'list').stdout).toContain('no quarantined messages');
     expect(cli('quarantine', 'redrive').stderr).toContain('name the ids to re-drive, or pass --all');
   });

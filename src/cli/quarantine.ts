@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { z } from 'zod';
 import { dispatchChannel } from '../db/index.ts';
@@ -85,10 +86,20 @@ export function quarantineCommand(): Command {
     .command('redrive [ids...]')
     .description('validate held messages again with the current workflows; store those that pass')
     .option('--all', 'every held message')
+    .option(
+      '--payload <file>',
+      'validate this corrected payload (a file, or - for stdin) instead of the held one; one id only',
+    )
     .option('--app <module>', 'a module exporting `workflows` and `handlers` (default: the shipped demo)')
-    .action(async (values: string[], options: { all?: boolean; app?: string }) => {
+    .action(async (values: string[], options: { all?: boolean; app?: string; payload?: string }) => {
       if (!options.all && values.length === 0)
         throw new UsageError('name the ids to re-drive, or pass --all');
+      if (options.payload !== undefined && (options.all || values.length !== 1))
+        throw new UsageError('--payload corrects one message: name exactly one id, without --all');
+      const payloads =
+        options.payload === undefined
+          ? undefined
+          : new Map([[parseIds(values)[0]!, readPayload(options.payload)]]);
       const { config, log } = commandContext();
       const app = await loadApp(options.app);
       const registry = new WorkflowRegistry(app.workflows, { subjectPrefix: config.nats.subjectPrefix });
@@ -99,6 +110,7 @@ export function quarantineCommand(): Command {
         const outcomes = await redriveQuarantined(pool, registry, targets, {
           maxPayloadBytes: config.nats.maxPayloadBytes,
           notifyChannel: dispatchChannel(config.database.schema),
+          ...(payloads ? { payloads } : {}),
         });
         for (const o of outcomes) {
           if (o.outcome === 'stored')
@@ -124,4 +136,15 @@ export function quarantineCommand(): Command {
     });
 
   return command;
+}
+
+/** The bytes of a corrected payload: a file, or standard input for `-`. */
+function readPayload(file: string): Uint8Array {
+  try {
+    return new Uint8Array(readFileSync(file === '-' ? 0 : file));
+  } catch (error) {
+    throw new UsageError(
+      `cannot read the corrected payload from ${file === '-' ? 'stdin' : `"${file}"`}: ${(error as Error).message}`,
+    );
+  }
 }

@@ -88,7 +88,15 @@ export async function redriveQuarantined(
   pool: pg.Pool,
   registry: WorkflowRegistry,
   ids: readonly number[],
-  options: { maxPayloadBytes: number; notifyChannel: string },
+  options: {
+    maxPayloadBytes: number;
+    notifyChannel: string;
+    /**
+     * Corrected payloads by message id, validated instead of the held bytes (which stay in
+     * the row, for the record). The message keeps its subject, headers and message id.
+     */
+    payloads?: ReadonlyMap<number, Uint8Array>;
+  },
 ): Promise<RedriveOutcome[]> {
   const outcomes: RedriveOutcome[] = [];
   for (const id of ids) {
@@ -101,9 +109,10 @@ export async function redriveQuarantined(
         const row = rows[0];
         if (!row) throw new StatehouseError('USAGE', `no quarantined message ${id}`);
         if (row.status !== 'held') return { id, outcome: 'not-held' as const, status: row.status };
+        const corrected = options.payloads?.get(id);
         const raw: RawMessage = {
           subject: row.subject,
-          data: new Uint8Array(row.payload),
+          data: corrected ?? new Uint8Array(row.payload),
           headers: row.headers,
           stream: row.natsStream ?? 'quarantine',
           seq: row.natsSeq ?? row.id,
@@ -111,22 +120,30 @@ export async function redriveQuarantined(
         };
         const parsed = parseMessage(raw, registry, { maxPayloadBytes: options.maxPayloadBytes });
         if (!parsed.ok) {
+          const reason = corrected ? `the corrected payload: ${parsed.reason}` : parsed.reason;
           await client.query('update quarantine set reason_code = $2, reason = $3 where id = $1', [
             id,
             parsed.reasonCode,
-            parsed.reason,
+            reason,
           ]);
           return {
             id,
             outcome: 'still-invalid' as const,
             reasonCode: parsed.reasonCode,
-            reason: parsed.reason,
+            reason,
           };
         }
-        await appendEvents(client, [parsed.event], { notifyChannel: options.notifyChannel });
-        await client.query("update quarantine set status = 'redriven', resolved_at = now() where id = $1", [
-          id,
-        ]);
+        // The id it was held under, so a message re-driven twice, or also stored some other
+        // way, is stored once.
+        await appendEvents(client, [{ ...parsed.event, messageId: row.messageId }], {
+          notifyChannel: options.notifyChannel,
+        });
+        await client.query(
+          `update quarantine set status = 'redriven', resolved_at = now(),
+             reason = case when $2 then reason || ' (re-driven with a corrected payload)' else reason end
+           where id = $1`,
+          [id, corrected !== undefined],
+        );
         return {
           id,
           outcome: 'stored' as const,
