@@ -1,7 +1,10 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { assign, setup } from 'xstate';
+import { z } from 'zod';
 import { workflows as demoWorkflows } from '../machines/index.ts';
 import { dispatchChannel } from '../src/db/index.ts';
 import { resumeEntity } from '../src/entities/index.ts';
+import { defineWorkflow } from '../src/workflows/index.ts';
 import { ledgerWorkflow } from './fixtures/ledger-app.ts';
 import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
 import { entityRow, orderPlaced } from './helpers/orders.ts';
@@ -51,6 +54,63 @@ describe('actors', () => {
     expect(resumed.status).toBe('active');
     expect(resumed.error).toBeNull();
     expect(resumed.snapshot?.context.entries).toEqual([0, 1]);
+  });
+
+  it('a snapshot Postgres cannot store fails only its entity, which keeps its last stored state', async () => {
+    // A meter that keeps an exact reading as a BigInt: a bug, since JSON cannot carry one.
+    const meter = defineWorkflow({
+      name: 'meter',
+      version: 1,
+      subjects: 'meters.*.>',
+      events: { 'meter.read': z.object({ value: z.number().int(), exact: z.boolean() }) },
+      machine: setup({
+        types: {
+          context: {} as { total: number | bigint },
+          events: {} as { type: 'meter.read'; data: { value: number; exact: boolean } },
+        },
+      }).createMachine({
+        context: { total: 0 },
+        initial: 'counting',
+        states: {
+          counting: {
+            on: {
+              'meter.read': {
+                actions: assign({
+                  total: ({ event }) => (event.data.exact ? BigInt(event.data.value) : event.data.value),
+                }),
+              },
+            },
+          },
+        },
+      }),
+    });
+    await t.startEngine({ workflows: [...demoWorkflows, meter] });
+    const read = (id: string, value: number, exact = false) =>
+      t.publish(t.subject(`meters.${id}.read`), { type: 'meter.read', data: { value, exact } });
+    await read('p', 1);
+    await read('q', 1);
+    await waitFor('both applied', async () => {
+      const [p, q] = [await entityRow(t.pool, 'p', 'meter'), await entityRow(t.pool, 'q', 'meter')];
+      return p?.applied_version === 1 && q?.applied_version === 1;
+    });
+    await read('p', 2, true);
+    await read('q', 2);
+    await read('q', 3);
+    const p = await waitFor('p to fail', async () => {
+      const row = await entityRow(t.pool, 'p', 'meter');
+      return row?.status === 'failed' ? row : undefined;
+    });
+    expect(p.applied_version).toBe(1);
+    expect(p.state).toBe('counting');
+    expect(p.snapshot?.context).toEqual({ total: 1 });
+    expect(p.error).toMatchObject({ code: 'SNAPSHOT_INVALID', eventVersion: 2 });
+    expect(p.error?.message).toContain('machine "meter" made a snapshot that is not JSON');
+    const q = await waitFor('q to go on', async () => {
+      const row = await entityRow(t.pool, 'q', 'meter');
+      return row?.applied_version === 3 ? row : undefined;
+    });
+    expect(q.status).toBe('active');
+    expect(q.snapshot?.context).toEqual({ total: 3 });
   });
 
   it('works off a backlog longer than one step takes, in order', async () => {

@@ -110,6 +110,10 @@ describe('ingest', () => {
     await t.publish(s('orders.q-5.placed'), orderPlaced({ address: 'x'.repeat(4000) }));
     await t.publish(s('orders.$bad.placed'), orderPlaced());
     await t.publish(s('orders.q-7.placed'), { data: {} });
+    // Valid JSON that Postgres cannot store: a NUL, an unpaired surrogate, a NUL in a header.
+    await t.publish(s('orders.q-9.placed'), orderPlaced({ address: 'a\u0000b' }));
+    await t.publish(s('orders.q-10.placed'), orderPlaced({ address: 'a\ud800b' }));
+    await t.publish(s('orders.q-11.placed'), orderPlaced(), { headers: { 'Correlation-Id': 'x\u0000y' } });
     await t.publish(s('orders.q-8.placed'), orderPlaced());
 
     await waitFor('q-8 shipped', async () => (await entityRow(t.pool, 'q-8'))?.state === 'shipped');
@@ -122,8 +126,16 @@ describe('ingest', () => {
       'oversize',
       'invalid-entity-id',
       'invalid-envelope',
+      'malformed-json',
+      'malformed-json',
+      'invalid-envelope',
     ]);
     expect(held[0]!.payload.toString()).toBe('{"type": "order.placed", "data": ');
+    expect(held[7]!.reason).toBe('payload holds a NUL character (\\u0000), which Postgres cannot store');
+    expect(held[8]!.reason).toBe(
+      'payload holds an unpaired UTF-16 surrogate (\\ud800), which Postgres cannot store',
+    );
+    expect(held[9]!.reason).toContain('header "Correlation-Id" holds a NUL character');
     expect(held[2]!.reason).toContain('takes no event type "order.teleported"');
     expect(held[3]!.reason).toContain('items');
     // Nothing bad reached the event store.

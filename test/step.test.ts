@@ -61,6 +61,11 @@ describe('a step whose snapshot Postgres cannot store', () => {
   for (const [what, data, message] of [
     ['a BigInt', { text: '', big: true }, 'made a snapshot that is not JSON'],
     ['a NUL character', { text: 'a\u0000b', big: false }, 'made a snapshot with a NUL character'],
+    [
+      'half of an emoji',
+      { text: '😀'.slice(0, 1), big: false },
+      'made a snapshot with an unpaired UTF-16 surrogate (\\ud83d)',
+    ],
   ] as const) {
     it(`fails only that entity, at its stored snapshot and with no effects, when the context holds ${what}`, () => {
       const result = applyEvents(registry, fresh, [event(1, 'add'), event(2, 'poison', data)]);

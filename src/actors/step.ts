@@ -1,6 +1,6 @@
 import type { AnyMachineSnapshot } from 'xstate';
 import { describeError, StatehouseError } from '../errors/index.ts';
-import { hasEscapedNul } from '../shared/json.ts';
+import { unstorableInJson } from '../shared/json.ts';
 import type { StoredEvent } from '../store/index.ts';
 import {
   type Effect,
@@ -60,16 +60,37 @@ export function applyEvents(
   const machine = workflow?.machine;
   const result: StepResult = {
     machineVersion: version,
-    snapshotJson: JSON.stringify(resolved.snapshot ?? null),
+    // Set on the way out (see `withSnapshot`): serialised once, and only when it is needed.
+    snapshotJson: 'null',
     state: null,
     status: 'active',
     appliedVersion: entity.appliedVersion,
     effects: [],
     error: null,
   };
+  // Nothing of a step can be kept when its snapshot cannot be stored: the entity stays as it
+  // was stored (snapshot and version), failed, with no effects, and resumes from there once
+  // the machine is fixed.
+  const unstorable = (error: StatehouseError, eventVersion: number | undefined): StepResult => ({
+    ...result,
+    machineVersion: entity.machineVersion,
+    snapshotJson: JSON.stringify(entity.snapshot ?? null),
+    state: null,
+    status: 'failed',
+    appliedVersion: entity.appliedVersion,
+    effects: [],
+    error: { ...describeError(error), eventVersion },
+  });
+  // The snapshot the entity had at the start of the step: as stored, or migrated to a new version.
+  const withSnapshot = (r: StepResult): StepResult => {
+    if (resolved.snapshot === entity.snapshot)
+      return { ...r, snapshotJson: JSON.stringify(entity.snapshot ?? null) };
+    const text = storableSnapshot(entity.machine, () => resolved.snapshot ?? null);
+    return typeof text === 'string' ? { ...r, snapshotJson: text } : unstorable(text, events[0]?.version);
+  };
   if (!machine) {
     const known = registry.versions(entity.machine);
-    return {
+    return withSnapshot({
       ...result,
       status: 'failed',
       error: {
@@ -77,7 +98,7 @@ export function applyEvents(
         message: `machine "${entity.machine}" version ${version ?? '?'} is not registered (registered: ${known.join(', ') || 'none'}); register it again or migrate the entity`,
         eventVersion: events[0]?.version,
       },
-    };
+    });
   }
 
   let snapshot: AnyMachineSnapshot | undefined =
@@ -130,21 +151,12 @@ export function applyEvents(
       break;
     }
   }
-  if (!applied) return result;
+  if (!applied) return withSnapshot(result);
   // Persisted once per step, not per event: it is the costliest part of applying one.
   // The text is what is stored and what a later step restores from, so no round trip is needed.
   const stored = storableSnapshot(entity.machine, () => machine.getPersistedSnapshot(applied));
   if (typeof stored === 'string') return { ...result, snapshotJson: stored };
-  // Nothing of this step can be kept: the entity stays where it was stored, failed, with no
-  // effects, and resumes from there once the machine is fixed.
-  return {
-    ...result,
-    state: null,
-    status: 'failed',
-    appliedVersion: entity.appliedVersion,
-    effects: [],
-    error: { ...describeError(stored), eventVersion: result.appliedVersion },
-  };
+  return unstorable(stored, result.appliedVersion);
 }
 
 /**
@@ -195,7 +207,8 @@ function plan(
 
 /**
  * The persisted snapshot as JSON text, or the error saying why Postgres cannot store it:
- * a context holding something JSON cannot carry (a BigInt, a cycle), or a NUL character.
+ * a context holding something JSON cannot carry (a BigInt, a cycle), a NUL character or an
+ * unpaired surrogate.
  */
 function storableSnapshot(machine: string, persisted: () => unknown): string | StatehouseError {
   let text: string;
@@ -208,10 +221,11 @@ function storableSnapshot(machine: string, persisted: () => unknown): string | S
       { cause: error },
     );
   }
-  if (hasEscapedNul(text)) {
+  const unstorable = unstorableInJson(text);
+  if (unstorable) {
     return new StatehouseError(
       'SNAPSHOT_INVALID',
-      `machine "${machine}" made a snapshot with a NUL character (\\u0000) in a string, which Postgres cannot store; strip it, then resume the entity`,
+      `machine "${machine}" made a snapshot with ${unstorable} in a string, which Postgres cannot store; strip it, then resume the entity`,
     );
   }
   return text;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { hasUnstorableChars, storableText, unstorableInJson } from '../shared/json.ts';
 import type { NewEvent } from '../store/index.ts';
 import { upcast, type WorkflowRegistry } from '../workflows/index.ts';
 
@@ -84,6 +85,14 @@ export function parseMessage(
     );
   }
 
+  for (const [name, value] of Object.entries(raw.headers)) {
+    if (hasUnstorableChars(name) || hasUnstorableChars(value)) {
+      return reject(
+        'invalid-envelope',
+        `header "${storableText(name)}" holds a NUL character or an unpaired surrogate, which Postgres cannot store`,
+      );
+    }
+  }
   const envelope = readEnvelope(raw);
   if (!envelope.ok) return reject(envelope.reasonCode, envelope.reason);
   const { type, data, schemaVersion, messageId, metadata } = envelope;
@@ -254,11 +263,19 @@ function plainFastPath(value: unknown): { type: string; data: unknown; schemaVer
 }
 
 function decodeJson(bytes: Uint8Array): { ok: true; value: unknown } | { ok: false; reason: string } {
+  let text: string;
+  let value: unknown;
   try {
-    return { ok: true, value: JSON.parse(decoder.decode(bytes)) };
+    text = decoder.decode(bytes);
+    value = JSON.parse(text);
   } catch (error) {
     return { ok: false, reason: `payload is not UTF-8 JSON: ${(error as Error).message}` };
   }
+  // Only an escape in the text can make a NUL or an unpaired surrogate (raw ones are not valid
+  // UTF-8 JSON), so the rare payload with one is the only one serialised again to check.
+  const unstorable = text.includes('\\u') ? unstorableInJson(JSON.stringify(value)) : undefined;
+  if (unstorable) return { ok: false, reason: `payload holds ${unstorable}, which Postgres cannot store` };
+  return { ok: true, value };
 }
 
 function pick(record: Record<string, unknown>): Record<string, unknown> {

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { EffectSink, PlannedJob } from '../actors/index.ts';
 import { Listener, withTransaction } from '../db/index.ts';
 import { describeError, StatehouseError } from '../errors/index.ts';
-import { hasEscapedNul } from '../shared/json.ts';
+import { unstorableInJson } from '../shared/json.ts';
 import type { Logger } from '../shared/logger.ts';
 import { PollingLoop } from '../shared/polling-loop.ts';
 import { isDuplicateMessageError } from '../store/index.ts';
@@ -457,8 +457,8 @@ export class JobRunner implements EffectSink {
 }
 
 /**
- * The handler's output, checked to be storable: JSON, without the \u0000 that Postgres's
- * jsonb refuses. Checked here, so an output that cannot be stored fails its own job (for good:
+ * The handler's output, checked to be storable: JSON, without the NUL characters and
+ * unpaired surrogates Postgres's jsonb refuses. Checked here, so an output that cannot be stored fails its own job (for good:
  * running it again gives the same output), not the batch it was recorded with.
  */
 function storable(handler: string, output: unknown): unknown {
@@ -472,10 +472,11 @@ function storable(handler: string, output: unknown): unknown {
       { retryable: false, cause: error },
     );
   }
-  if (hasEscapedNul(text)) {
+  const unstorable = unstorableInJson(text);
+  if (unstorable) {
     throw new StatehouseError(
       'HANDLER_OUTPUT_INVALID',
-      `handler "${handler}" returned a string with a NUL character (\\u0000), which Postgres cannot store; strip it`,
+      `handler "${handler}" returned a string with ${unstorable}, which Postgres cannot store; strip it`,
       { retryable: false },
     );
   }

@@ -1,8 +1,35 @@
+// Postgres refuses two things JavaScript strings may hold: the NUL character (in text and in
+// jsonb) and, in jsonb, unpaired UTF-16 surrogates. Whatever comes from outside (a message, a
+// handler's output, a machine's context) is checked before it reaches a statement, so that it
+// fails on its own instead of failing the batch it would have been written with.
+
+/** In JSON.stringify's output, which escapes exactly these (paired surrogates stay raw). */
+const UNSTORABLE_ESCAPE = /(?<!\\)(?:\\\\)*\\u(0000|d[89a-f][0-9a-f]{2})/i;
+
 /**
- * Whether JSON text holds an escaped NUL character (\u0000), which Postgres's jsonb refuses;
- * an escaped backslash followed by "u0000" is not one.
+ * What in `json` (JSON.stringify output) Postgres cannot store, in words, or undefined when
+ * nothing is. An escaped backslash followed by "u0000" is text, not a NUL.
  */
-export function hasEscapedNul(json: string): boolean {
-  // includes() first: the look-behind test runs only on the rare text that might have one.
-  return json.includes('\\u0000') && /(?<!\\)(?:\\\\)*\\u0000/.test(json);
+export function unstorableInJson(json: string): string | undefined {
+  // includes() first: the look-behind test runs only on the rare text with an escape.
+  if (!json.includes('\\u')) return undefined;
+  const found = UNSTORABLE_ESCAPE.exec(json);
+  if (!found) return undefined;
+  return found[1] === '0000'
+    ? 'a NUL character (\\u0000)'
+    : `an unpaired UTF-16 surrogate (\\u${found[1]!.toLowerCase()})`;
+}
+
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the NUL character is what it looks for
+const UNSTORABLE_CHARS = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/** Whether a string holds a NUL or an unpaired surrogate. */
+export function hasUnstorableChars(text: string): boolean {
+  UNSTORABLE_CHARS.lastIndex = 0;
+  return UNSTORABLE_CHARS.test(text);
+}
+
+/** The string with each NUL or unpaired surrogate replaced by U+FFFD, for keeping it on record. */
+export function storableText(text: string): string {
+  return text.replace(UNSTORABLE_CHARS, '\ufffd');
 }
