@@ -133,13 +133,18 @@ export class HeldConnection {
   }
 
   async run<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    // A connection that reported an error while idle is not worth a failed statement.
+    if (this.#broken) this.release();
     const client = this.#client ?? (await this.#connect());
     try {
       return await work(client);
     } catch (error) {
-      // Whatever state the session is in now, a new one is the safe next step.
-      this.#broken = true;
-      this.release();
+      // A lost connection is replaced; after an error of the statement itself (a lost race,
+      // a fenced batch) the session is fine and is kept.
+      if (isRetryableDatabaseError(error) && this.#client === client) {
+        this.#broken = true;
+        this.release();
+      }
       throw error;
     }
   }

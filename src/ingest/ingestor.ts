@@ -170,6 +170,8 @@ export class Ingestor {
     } finally {
       messages.stop();
       this.#messages = undefined;
+      // A read that failed leaves a store in flight; its connection goes back only after it.
+      await storing?.catch(() => {});
       this.#connection.release();
     }
   }
