@@ -137,19 +137,19 @@ describe('statehouse CLI', () => {
     expect(cli('quarantine', 'redrive', second!, '--payload', join(dir, 'missing.json')).stderr).toContain(
       `cannot read the corrected payload from "${join(dir, 'missing.json')}"`,
     );
-    // Corrected from stdin: stored under the message's own subject and id; the held bytes stay on record.
+    // Corrected from stdin: stored under the message's own subject; the held bytes stay on record.
     const fixed = spawnSync(
       process.execPath,
       ['--import', 'tsx', MAIN, 'quarantine', 'redrive', second!, '--payload', '-'],
       { env, encoding: 'utf8', timeout: 30_000, input: JSON.stringify(orderPlaced()) },
     );
     expect(fixed.stdout, fixed.stderr).toContain(`${second}: stored as an event of order qc-1`);
-    const { rows } = await t.pool.query<{ message_id: string; version: number }>(
-      "select message_id, version from statehouse.events where entity_id = 'qc-1' order by version",
+    const { rows } = await t.pool.query<{ version: number; data: { customerId: string } }>(
+      "select version, data from statehouse.events where entity_id = 'qc-1' order by version",
     );
-    expect(rows).toEqual([
-      { message_id: 'q-cli-1', version: 1 },
-      { message_id: 'q-cli-2', version: 2 },
+    expect(rows.map((r) => [r.version, r.data.customerId])).toEqual([
+      [1, orderPlaced().data.customerId],
+      [2, orderPlaced().data.customerId],
     ]);
     const held = await t.pool.query<{ payload: Buffer; status: string; reason: string }>(
       "select payload, status, reason from statehouse.quarantine where message_id = 'q-cli-2'",

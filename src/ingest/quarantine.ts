@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { withTransaction } from '../db/index.ts';
 import { StatehouseError } from '../errors/index.ts';
+import { storableText } from '../shared/json.ts';
 import { appendEvents } from '../store/index.ts';
 import type { WorkflowRegistry } from '../workflows/index.ts';
 import { parseMessage, type QuarantineReason, type RawMessage } from './envelope.ts';
@@ -22,13 +23,21 @@ export async function quarantineMessages(
     `insert into quarantine (reason_code, reason, subject, headers, payload, message_id, nats_stream, nats_seq)
      select * from unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::bytea[], $6::text[], $7::text[], $8::bigint[])
      on conflict (message_id) do nothing`,
+    // The raw bytes are kept as they came (bytea); the text columns get U+FFFD in place of
+    // what Postgres cannot store, so a bad message cannot fail its own quarantine.
     [
       messages.map((m) => m.reasonCode),
-      messages.map((m) => m.reason),
-      messages.map((m) => m.raw.subject),
-      messages.map((m) => JSON.stringify(m.raw.headers)),
+      messages.map((m) => storableText(m.reason)),
+      messages.map((m) => storableText(m.raw.subject)),
+      messages.map((m) =>
+        JSON.stringify(
+          Object.fromEntries(
+            Object.entries(m.raw.headers).map(([k, v]) => [storableText(k), storableText(v)]),
+          ),
+        ),
+      ),
       messages.map((m) => Buffer.from(m.raw.data)),
-      messages.map((m) => m.messageId),
+      messages.map((m) => storableText(m.messageId)),
       messages.map((m) => m.raw.stream),
       messages.map((m) => m.raw.seq),
     ],
@@ -92,8 +101,8 @@ export async function redriveQuarantined(
     maxPayloadBytes: number;
     notifyChannel: string;
     /**
-     * Corrected payloads by message id, validated instead of the held bytes (which stay in
-     * the row, for the record). The message keeps its subject, headers and message id.
+     * Corrected payloads by quarantine id, validated instead of the held bytes (which stay in
+     * the row, for the record). The message keeps its subject and headers.
      */
     payloads?: ReadonlyMap<number, Uint8Array>;
   },
@@ -133,11 +142,9 @@ export async function redriveQuarantined(
             reason,
           };
         }
-        // The id it was held under, so a message re-driven twice, or also stored some other
-        // way, is stored once.
-        await appendEvents(client, [{ ...parsed.event, messageId: row.messageId }], {
-          notifyChannel: options.notifyChannel,
-        });
+        // Under the id the message itself gives (Nats-Msg-Id, a CloudEvent's source and id),
+        // so a corrected re-send by its publisher is recognised as the same event.
+        await appendEvents(client, [parsed.event], { notifyChannel: options.notifyChannel });
         await client.query(
           `update quarantine set status = 'redriven', resolved_at = now(),
              reason = case when $2 then reason || ' (re-driven with a corrected payload)' else reason end
