@@ -59,6 +59,18 @@ describe('outbox relay', () => {
     return { byEntity, ids };
   };
 
+  /** The relay listens (so a NOTIFY from now on reaches it) and its first round is over. */
+  const listening = async () => {
+    await waitFor('the relay to LISTEN', async () => {
+      const { rows } = await t.pool.query<{ n: number }>(
+        `select count(*)::int as n from pg_stat_activity
+         where datname = current_database() and application_name = 'statehouse-listen' and query ilike 'listen%'`,
+      );
+      return rows[0]!.n > 0;
+    });
+    await new Promise((r) => setTimeout(r, 200));
+  };
+
   beforeAll(async () => {
     t = await createTestContext();
     const jsm = await jetstreamManager(t.nats);
@@ -73,6 +85,7 @@ describe('outbox relay', () => {
   it('publishes each entity’s events once, in the order they were written, woken by NOTIFY', async () => {
     // A poll interval far beyond the test: only the NOTIFY of each write can wake it.
     relay(600_000).start();
+    await listening();
     for (let n = 0; n < 20; n++) {
       await withTransaction(t.pool, (client) =>
         writeOutbox(
@@ -124,11 +137,15 @@ describe('outbox relay', () => {
   });
 
   it('finds rows written without a NOTIFY by polling', async () => {
+    relay(1500).start();
+    await listening();
+    // Written after the relay's first round, with no NOTIFY: only its next poll can find it.
     await t.pool.query(
       `insert into outbox (machine, entity_id, subject, type, data, headers)
        values ('m', 'polled', 'out.polled.0', 'm.happened', '{"n": 0}', '{}')`,
     );
-    relay(300).start();
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await published()).byEntity.get('polled')).toBeUndefined();
     await waitFor(
       'the polled row published',
       async () => (await published()).byEntity.get('polled')?.[0] === 0,
