@@ -12,7 +12,19 @@ export {
 } from './errors/index.ts';
 export { defineHandler, type Handler, type HandlerContext, type RetryPolicy } from './jobs/index.ts';
 export { resolveServices, type Services } from './services/index.ts';
-export type { NewEvent, StoredEvent } from './store/index.ts';
+// The event store on its own: append with an expected version, read one entity, read the log.
+export {
+  type AppendResult,
+  type AppendToStreamOptions,
+  appendToStream,
+  type LogPage,
+  type LogPosition,
+  type NewEvent,
+  readGlobalLog,
+  readStream,
+  START_OF_LOG,
+  type StoredEvent,
+} from './store/index.ts';
 export {
   compensate,
   compensateCompleted,
@@ -21,4 +33,5 @@ export {
   type RunHandlerOptions,
   runHandler,
   type Workflow,
+  WorkflowRegistry,
 } from './workflows/index.ts';
