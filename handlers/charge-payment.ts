@@ -24,6 +24,7 @@ export const chargePayment = defineHandler({
     return { chargeId: `ch-${ctx.idempotencyKey}`, amountCents };
   },
   async compensate({ paymentMethod }, result, ctx) {
+    await callDemoService(ctx.signal);
     if (paymentMethod === 'card_refund_blocked') {
       throw new NonRetryableError('the processor refuses refunds to this card; refund by hand, then retry');
     }

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
-import { NonRetryableError } from '../src/index.ts';
+import { ConfigError } from '../src/index.ts';
 
 /**
  * The demo handlers stand in for calls to other services (a warehouse, a payment
@@ -19,7 +19,7 @@ export function demoServiceLatencyMs(): number {
   if (cached?.raw !== raw) {
     const parsed = latency.safeParse(raw.trim() === '' ? '0' : raw);
     if (!parsed.success) {
-      throw new NonRetryableError(
+      throw new ConfigError(
         `${DEMO_SERVICE_LATENCY_VARIABLE} must be a whole number of milliseconds from 0 to 60000; it is "${raw}"`,
       );
     }

@@ -24,6 +24,7 @@ export const reserveStock = defineHandler({
     return { reservationId: `res-${ctx.idempotencyKey}` };
   },
   async compensate(_input, result, ctx) {
+    await callDemoService(ctx.signal);
     ctx.log.info({ reservationId: result.reservationId }, 'released reservation');
   },
 });

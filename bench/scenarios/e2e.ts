@@ -200,7 +200,9 @@ async function compareAt(ctx: ScenarioContext, handlerMs: number) {
       higherIsBetter: true,
       statehouse: e2eFigures(`statehouse${tag}`, sh),
       baselineFigures: e2eFigures(`naive${tag}`, nv),
-      target: 5,
+      // Judged with instant handlers, where only the designs' own costs count; with slow
+      // ones the serial naive loop is bound by the handlers' latency by construction.
+      ...(handlerMs === 0 ? { target: 5 } : {}),
     },
     {
       scenario: 'e2e',
