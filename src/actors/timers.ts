@@ -140,9 +140,12 @@ export class TimerScheduler {
     );
     // Only an idle round sleeps, and only it needs to know when the next timer is due.
     if (fired > 0) return { fired, nextInMs: undefined };
+    // No timers: min() is null, and the loop sleeps its whole poll interval. (greatest(0, null)
+    // is 0 in SQL, which once made an idle engine poll without pause.)
     const { rows } = await pool.query<{ ms: number | null }>(
-      'select greatest(0, extract(epoch from (min(fire_at) - now())) * 1000)::float8 as ms from timers',
+      'select (extract(epoch from (min(fire_at) - now())) * 1000)::float8 as ms from timers',
     );
-    return { fired, nextInMs: rows[0]?.ms ?? undefined };
+    const ms = rows[0]?.ms;
+    return { fired, nextInMs: ms === null || ms === undefined ? undefined : Math.max(0, ms) };
   }
 }
