@@ -77,6 +77,34 @@ describe('parsing a NATS message', () => {
     });
   });
 
+  it('reads CloudEvents binary-mode and tracing headers whatever their case', () => {
+    const parsed = parseMessage(
+      raw(
+        { amount: { value: 1, currency: 'USD' } },
+        {
+          'Ce-Specversion': '1.0',
+          'CE-ID': 'e-10',
+          'ce-Source': 'bank',
+          'Ce-Type': 'deposited',
+          'Ce-Schemaversion': '2',
+          'Correlation-ID': 'corr-1',
+          Traceparent: 'tp',
+        },
+      ),
+      registry,
+      options,
+    );
+    expect(parsed).toMatchObject({
+      ok: true,
+      event: {
+        type: 'deposited',
+        schemaVersion: 2,
+        messageId: 'ce:bank:e-10',
+        metadata: { correlationId: 'corr-1', traceparent: 'tp', cloudEvent: { id: 'e-10', source: 'bank' } },
+      },
+    });
+  });
+
   it('validates an old schema version through its upcaster but stores it as sent', () => {
     const parsed = parseMessage(
       raw({ type: 'deposited', schemaVersion: 1, data: { cents: 250 } }),

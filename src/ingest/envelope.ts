@@ -160,10 +160,10 @@ type Envelope =
   | { ok: false; reasonCode: QuarantineReason; reason: string };
 
 function readEnvelope(raw: RawMessage): Envelope {
-  const h = raw.headers;
+  const h = lowercaseKeys(raw.headers);
   const traced = pick({
-    correlationId: h['Correlation-Id'] ?? h['ce-correlationid'],
-    causationId: h['Causation-Id'] ?? h['ce-causationid'],
+    correlationId: h['correlation-id'] ?? h['ce-correlationid'],
+    causationId: h['causation-id'] ?? h['ce-causationid'],
     traceparent: h.traceparent ?? h['ce-traceparent'],
     tracestate: h.tracestate ?? h['ce-tracestate'],
   });
@@ -276,6 +276,29 @@ function decodeJson(bytes: Uint8Array): { ok: true; value: unknown } | { ok: fal
   const unstorable = text.includes('\\u') ? unstorableInJson(JSON.stringify(value)) : undefined;
   if (unstorable) return { ok: false, reason: `payload holds ${unstorable}, which Postgres cannot store` };
   return { ok: true, value };
+}
+
+/**
+ * Header names compared without case, as HTTP-style headers are: publishers write `Ce-Id`,
+ * `ce-id` or `CE-ID` for the same CloudEvents attribute. The object is reused when every name
+ * is already lower case, which is the usual message.
+ */
+function lowercaseKeys(headers: Record<string, string>): Record<string, string> {
+  let lower: Record<string, string> | undefined;
+  for (const key in headers) {
+    const folded = key.toLowerCase();
+    if (folded === key && lower === undefined) continue;
+    if (lower === undefined) {
+      lower = {};
+      for (const seen in headers) {
+        if (seen === key) break;
+        lower[seen.toLowerCase()] = headers[seen]!;
+      }
+    }
+    // The first of two names differing only in case wins, as the first value of a header does.
+    if (!(folded in lower)) lower[folded] = headers[key]!;
+  }
+  return lower ?? headers;
 }
 
 function pick(record: Record<string, unknown>): Record<string, unknown> {
