@@ -160,7 +160,7 @@ export const jobs: Scenario = {
     }
     const delayFigures = (name: string) => {
       const run = latencyRuns.get(name)!;
-      return figuresOf(name, run, percentiles(run.measurement.latencyMs).p99);
+      return figuresOf(`${name} start delay`, run, percentiles(run.measurement.latencyMs).p99);
     };
     const shDelay = percentiles(latencyRuns.get(STATEHOUSE.name)!.measurement.latencyMs);
     const delayRow: ResultRow = {
