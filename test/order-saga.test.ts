@@ -20,7 +20,14 @@ describe('order saga', () => {
   const finished = (id: string) =>
     waitFor(`order ${id} to finish`, async () => {
       const row = await entityRow(t.pool, id);
-      return row && row.status !== 'active' && row.status !== 'compensating' ? row : undefined;
+      // Settled: out of the working statuses, and every stored event applied (an undo that
+      // fails marks the order needs-attention before the machine has taken the saga's event).
+      return row &&
+        row.status !== 'active' &&
+        row.status !== 'compensating' &&
+        row.applied_version === row.last_version
+        ? row
+        : undefined;
     });
 
   it('takes an order published with the NATS client to shipped, one event per step', async () => {
