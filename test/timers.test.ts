@@ -171,7 +171,7 @@ describe('writeTimers', () => {
     expect(nextInMs).toBeGreaterThan(50_000);
     await t.pool.query("delete from timers where entity_id = 'idle-1'");
 
-    // The whole engine, idle: a few transactions a second at most, not a loop.
+    // The whole engine, idle: tens of transactions a second, not a loop.
     await t.startEngine({ workflows });
     await new Promise((r) => setTimeout(r, 1500));
     const committed = async () =>
@@ -182,6 +182,8 @@ describe('writeTimers', () => {
       ).rows[0]!.n;
     const before = await committed();
     await new Promise((r) => setTimeout(r, 3000));
-    expect((await committed()) - before).toBeLessThan(200);
+    // About 150 here (job workers, dispatcher and timers polling at the test's short
+    // intervals); the spinning scheduler made it several thousand.
+    expect((await committed()) - before).toBeLessThan(600);
   });
 });
