@@ -112,6 +112,40 @@ describe('durable timers', () => {
     await new Promise((r) => setTimeout(r, 1500)); // past the time it would have fired
     expect(await eventTypes(t.pool, 'r-2', 'reminder')).toEqual(['reminder.set', 'reminder.cancel']);
   });
+
+  it('an idle engine waits for its poll interval: with no timers the scheduler does not spin', async () => {
+    const scheduler = new TimerScheduler({
+      pool: t.pool,
+      databaseUrl: t.databaseUrl,
+      timerChannel: 'statehouse.timers',
+      dispatchChannel: 'statehouse.dispatch',
+      pollIntervalMs: 1000,
+      log: createLogger('silent'),
+    });
+    expect(await scheduler.fireDue()).toEqual({ fired: 0, nextInMs: undefined });
+    await t.pool.query(
+      `insert into timers (machine, entity_id, timer_id, event, fire_at)
+       values ('reminder', 'idle-1', 'x', '{"type": "x"}', now() + interval '1 minute')`,
+    );
+    const { nextInMs } = await scheduler.fireDue();
+    expect(nextInMs).toBeGreaterThan(50_000);
+    await t.pool.query("delete from timers where entity_id = 'idle-1'");
+
+    // The whole engine, idle: tens of transactions a second, not a loop.
+    await t.startEngine({ workflows });
+    await new Promise((r) => setTimeout(r, 1500));
+    const committed = async () =>
+      (
+        await t.pool.query<{ n: number }>(
+          'select (xact_commit + xact_rollback)::int as n from pg_stat_database where datname = current_database()',
+        )
+      ).rows[0]!.n;
+    const before = await committed();
+    await new Promise((r) => setTimeout(r, 3000));
+    // About 150 here (job workers, dispatcher and timers polling at the test's short
+    // intervals); the spinning scheduler made it several thousand.
+    expect((await committed()) - before).toBeLessThan(600);
+  });
 });
 
 describe('writeTimers', () => {
@@ -151,39 +185,5 @@ describe('writeTimers', () => {
       ['c', 'c.second'],
     ]);
     expect(Math.round(rows[1]!.in_ms)).toBe(60_000);
-  });
-
-  it('an idle engine waits for its poll interval: with no timers the scheduler does not spin', async () => {
-    const scheduler = new TimerScheduler({
-      pool: t.pool,
-      databaseUrl: t.databaseUrl,
-      timerChannel: 'statehouse.timers',
-      dispatchChannel: 'statehouse.dispatch',
-      pollIntervalMs: 1000,
-      log: createLogger('silent'),
-    });
-    expect(await scheduler.fireDue()).toEqual({ fired: 0, nextInMs: undefined });
-    await t.pool.query(
-      `insert into timers (machine, entity_id, timer_id, event, fire_at)
-       values ('reminder', 'idle-1', 'x', '{"type": "x"}', now() + interval '1 minute')`,
-    );
-    const { nextInMs } = await scheduler.fireDue();
-    expect(nextInMs).toBeGreaterThan(50_000);
-    await t.pool.query("delete from timers where entity_id = 'idle-1'");
-
-    // The whole engine, idle: tens of transactions a second, not a loop.
-    await t.startEngine({ workflows });
-    await new Promise((r) => setTimeout(r, 1500));
-    const committed = async () =>
-      (
-        await t.pool.query<{ n: number }>(
-          'select (xact_commit + xact_rollback)::int as n from pg_stat_database where datname = current_database()',
-        )
-      ).rows[0]!.n;
-    const before = await committed();
-    await new Promise((r) => setTimeout(r, 3000));
-    // About 150 here (job workers, dispatcher and timers polling at the test's short
-    // intervals); the spinning scheduler made it several thousand.
-    expect((await committed()) - before).toBeLessThan(600);
   });
 });

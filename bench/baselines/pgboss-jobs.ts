@@ -4,7 +4,7 @@
 // a full batch fetches again at once instead of waiting for its polling interval; LISTEN/NOTIFY
 // on, as statehouse has it. In latency mode, jobs are sent one by one at a fixed rate.
 import { PgBoss } from 'pg-boss';
-import { INSERT_CHUNK, jobsInput, paced, UNFINISHED_SQL } from '../lib/jobs-input.ts';
+import { INSERT_CHUNK, jobsInput, paced, startTimedRun, UNFINISHED_SQL } from '../lib/jobs-input.ts';
 import { defineTask } from '../lib/task.ts';
 
 const QUEUE = 'bench-noop';
@@ -70,18 +70,7 @@ export default defineTask({
         clock.progress(jobs.length);
         if (handled >= input.jobs) allHandled();
       });
-    let sending: Promise<void> = Promise.resolve();
-    if (input.mode === 'throughput') {
-      const t = performance.now();
-      await send();
-      clock.notes.enqueuePerSecond = Math.round(input.jobs / ((performance.now() - t) / 1000));
-      await clock.start();
-      await work();
-    } else {
-      await work();
-      await clock.start();
-      sending = send();
-    }
+    const sending = await startTimedRun(input.mode, clock, input.jobs, { send, startWorkers: work });
     await done;
     await sending;
     // The last batches are completed after their handler returns.

@@ -7,7 +7,7 @@ import { createPool, dispatchChannel, jobsChannel, withTransaction } from '../..
 import { defineHandler, type Handler, type JobData, JobRunner, queueName } from '../../src/jobs/index.ts';
 import { insertJobs, wakeWorkers } from '../../src/jobs/queues.ts';
 import { createLogger } from '../../src/shared/logger.ts';
-import { INSERT_CHUNK, jobsInput, paced, UNFINISHED_SQL } from '../lib/jobs-input.ts';
+import { INSERT_CHUNK, jobsInput, paced, startTimedRun, UNFINISHED_SQL } from '../lib/jobs-input.ts';
 import { defineTask } from '../lib/task.ts';
 
 export const SCHEMA = 'statehouse';
@@ -100,18 +100,10 @@ export default defineTask({
         });
       }
     };
-    let sending: Promise<void> = Promise.resolve();
-    if (input.mode === 'throughput') {
-      const t = performance.now();
-      await send();
-      clock.notes.enqueuePerSecond = Math.round(input.jobs / ((performance.now() - t) / 1000));
-      await clock.start();
-      await runner.start();
-    } else {
-      await runner.start();
-      await clock.start();
-      sending = send();
-    }
+    const sending = await startTimedRun(input.mode, clock, input.jobs, {
+      send,
+      startWorkers: () => runner.start(),
+    });
     clock.notes.outcomeTransactionsPerBatch = 1;
 
     // Followed in-process while the handlers run, so the run's Postgres does only the run's

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { RunClock } from './task.ts';
 
 /** What both job runners get: a database, how many no-op jobs, and the worker settings. */
 export const jobsInput = z.object({
@@ -38,4 +39,29 @@ export async function paced(count: number, rate: number, send: (i: number, sentA
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     await send(i, Date.now());
   }
+}
+
+/**
+ * Starts the clock for a throughput run, both sides alike. `send-and-work`: workers first,
+ * then the clock, then the jobs are sent while they run (the returned promise is the sending).
+ * `throughput`: the queue is filled first, untimed (its rate kept as a note), then the clock
+ * starts and so do the workers.
+ */
+export async function startTimedRun(
+  mode: JobsInput['mode'],
+  clock: RunClock,
+  jobs: number,
+  steps: { send: () => Promise<void>; startWorkers: () => Promise<unknown> },
+): Promise<Promise<void>> {
+  if (mode !== 'throughput') {
+    await steps.startWorkers();
+    await clock.start();
+    return steps.send();
+  }
+  const t = performance.now();
+  await steps.send();
+  clock.notes.enqueuePerSecond = Math.round(jobs / ((performance.now() - t) / 1000));
+  await clock.start();
+  await steps.startWorkers();
+  return Promise.resolve();
 }

@@ -147,34 +147,26 @@ async function compareAt(ctx: ScenarioContext, handlerMs: number) {
   // The naive loop takes three calls in a row per order; enough orders for ≈ 10 s of it.
   const naiveOrders =
     handlerMs === 0 ? orders : Math.min(orders, Math.max(100, Math.round(10_000 / (3 * handlerMs + 2))));
-  const statehouse: WorkerRun[] = [];
-  const naive: WorkerRun[] = [];
+  const variants = [
+    { label: 'statehouse', module: E2E_STATEHOUSE, orders, runs: [] as WorkerRun[] },
+    { label: 'naive', module: NAIVE, orders: naiveOrders, runs: [] as WorkerRun[] },
+  ];
   for (let round = 0; round < options.repeat; round++) {
-    statehouse.push(
-      await runE2e(ctx, {
-        scenario: 'e2e',
-        label: `statehouse${tag}`,
-        module: E2E_STATEHOUSE,
-        processes: 1,
-        mode: 'throughput',
-        orders,
-        handlerMs,
-      }),
-    );
-    naive.push(
-      await runE2e(ctx, {
-        scenario: 'e2e',
-        label: `naive${tag}`,
-        module: NAIVE,
-        processes: 1,
-        mode: 'throughput',
-        orders: naiveOrders,
-        handlerMs,
-      }),
-    );
+    for (const v of variants) {
+      v.runs.push(
+        await runE2e(ctx, {
+          scenario: 'e2e',
+          label: `${v.label}${tag}`,
+          module: v.module,
+          processes: 1,
+          mode: 'throughput',
+          orders: v.orders,
+          handlerMs,
+        }),
+      );
+    }
   }
-  const sh = medianRun(statehouse);
-  const nv = medianRun(naive);
+  const [sh, nv] = variants.map((v) => medianRun(v.runs)) as [WorkerRun, WorkerRun];
   const latencyOf = async (label: string, module: string, maxRate: number) => {
     const rate = Math.max(1, Math.round(maxRate / 2));
     const count = Math.max(100, Math.round(rate * LATENCY_SECONDS));
