@@ -6,6 +6,8 @@ import { type JobData, OUTCOME_ID_PREFIX } from './queues.ts';
 
 /** A later pass only looks at dead letters this recent; the first pass of a process at all. */
 const RECENT = '1 hour';
+/** Dead letters settled per pass at most. */
+const SWEEP_LIMIT = 500;
 
 /**
  * Dead letters whose outcome never became an event: the worker died on the job's last
@@ -20,10 +22,10 @@ export async function sweepDeadLetters(
   bossSchema: string,
   deadLetterQueues: readonly string[],
   outcomes: OutcomeRecorder,
-  options: { full?: boolean; limit?: number } = {},
+  /** Look at every dead letter, not only recent ones. */
+  full: boolean,
 ): Promise<{ settled: number; complete: boolean }> {
   if (deadLetterQueues.length === 0) return { settled: 0, complete: true };
-  const limit = options.limit ?? 500;
   return withTransaction(
     pool,
     async (client) => {
@@ -43,14 +45,26 @@ export async function sweepDeadLetters(
            and not exists (select 1 from events e where e.message_id = $4 || (d.data->>'key'))
          order by d.created_on
          limit $2`,
-        [deadLetterQueues, limit, options.full ?? false, OUTCOME_ID_PREFIX],
+        [deadLetterQueues, SWEEP_LIMIT, full, OUTCOME_ID_PREFIX],
       );
       if (rows.length > 0) await outcomes.record(client, rows.map(outcomeOf));
       // Fewer than asked for: nothing older is left unsettled.
-      return { settled: rows.length, complete: rows.length < limit };
+      return { settled: rows.length, complete: rows.length < SWEEP_LIMIT };
     },
     { alsoRetry: isDuplicateMessageError },
   );
+}
+
+/**
+ * What a job whose outcome could not be recorded fails with: its dead letter carries it to
+ * the sweep, which records it as it was (`outcomeOf` reads it back).
+ */
+export function unrecordedOutput(
+  run: { ok: true; output: unknown } | { ok: false; error: Record<string, unknown> },
+): Record<string, unknown> {
+  return run.ok
+    ? { message: 'the outcome could not be recorded', unrecorded: 'done', output: run.output }
+    : { ...run.error, unrecorded: 'failed' };
 }
 
 function outcomeOf(row: { sourceId: string; data: JobData; sourceOutput: unknown }): JobOutcome {

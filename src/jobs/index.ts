@@ -13,6 +13,5 @@ export {
   type JobSummary,
   type OperationResult,
 } from './operations.ts';
-export { type JobOutcome, OutcomeRecorder } from './outcomes.ts';
 export { deadLetterQueueName, type JobData, queueName } from './queues.ts';
 export { JobRunner, type JobRunnerOptions } from './runner.ts';

@@ -144,13 +144,18 @@ export class JobOperations {
       application_name: 'statehouse-cli',
     });
     await boss.start();
-    const queues = new Set((await boss.getQueues()).map((q) => q.name));
     return new JobOperations({
       ...options,
       boss,
-      outcomes: new OutcomeRecorder(boss, options.notifyChannel, options.wakeChannel, (handler: string) =>
-        queues.has(queueName(handler, 'compensate')) ? {} : undefined,
-      ),
+      // The one outcome an operation records is a cancel's failure, and a saga's undo cannot
+      // be cancelled: no saga moves from here.
+      outcomes: new OutcomeRecorder({
+        notifyChannel: options.notifyChannel,
+        canCompensate: () => false,
+        enqueueCompensation: async () => {
+          throw new StatehouseError('USAGE', 'an operation cannot start a compensation');
+        },
+      }),
       ownsBoss: true,
     });
   }

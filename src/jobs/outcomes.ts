@@ -1,8 +1,7 @@
 import type pg from 'pg';
-import type { PgBoss } from 'pg-boss';
 import type { EventSource } from '../store/index.ts';
 import { appendEvents } from '../store/index.ts';
-import { insertJobs, type JobData, outcomeMessageId, outcomeType, queueName, wakeWorkers } from './queues.ts';
+import { type JobData, outcomeMessageId, outcomeType } from './queues.ts';
 import { onCompensationOutcome, recordSagaSteps, type SagaDeps } from './saga.ts';
 
 /** How one job ended, about to become its entity's next event. */
@@ -25,27 +24,10 @@ export class OutcomeRecorder {
   readonly #notifyChannel: string;
   readonly #saga: SagaDeps;
 
-  /**
-   * `compensation`: a handler's compensation as this process knows it — undefined when it is
-   * not served here, else its retry limit (undefined: the queue's policy).
-   */
-  constructor(
-    boss: PgBoss,
-    notifyChannel: string,
-    wakeChannel: string,
-    compensation: (handler: string) => { retryLimit?: number } | undefined,
-  ) {
-    this.#notifyChannel = notifyChannel;
-    this.#saga = {
-      notifyChannel,
-      canCompensate: (handler) => compensation(handler) !== undefined,
-      enqueueCompensation: async (client, data) => {
-        const retryLimit = compensation(data.handler)?.retryLimit;
-        const queue = queueName(data.handler, 'compensate');
-        await insertJobs(boss, client, queue, [retryLimit === undefined ? data : { ...data, retryLimit }]);
-        await wakeWorkers(client, wakeChannel, [queue]);
-      },
-    };
+  /** `saga`: where a saga's next undo goes; the job runner's own insert. */
+  constructor(saga: SagaDeps) {
+    this.#notifyChannel = saga.notifyChannel;
+    this.#saga = saga;
   }
 
   get saga(): SagaDeps {
@@ -76,10 +58,13 @@ export class OutcomeRecorder {
       })),
       { notifyChannel: this.#notifyChannel },
     );
+    // Most batches are plain runs: nothing more to do for them.
+    const followUps = outcomes.map(followUpOf);
+    if (!followUps.some(Boolean)) return;
     const fresh = new Map(appended.map((event) => [event.messageId, event]));
-    const recorded = outcomes.flatMap((outcome) => {
+    const recorded = outcomes.flatMap((outcome, i) => {
       const event = fresh.get(outcomeMessageId(outcome.jobId));
-      const followUp = followUpOf(outcome);
+      const followUp = followUps[i];
       return event && followUp ? [{ outcome, event, followUp }] : [];
     });
     // New steps first, in one statement: a saga moving on in the same batch sees them.

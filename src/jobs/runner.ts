@@ -10,7 +10,7 @@ import type { Logger } from '../shared/logger.ts';
 import { PollingLoop } from '../shared/polling-loop.ts';
 import { isDuplicateMessageError } from '../store/index.ts';
 import type { JobEffect } from '../workflows/index.ts';
-import { sweepDeadLetters } from './dead-letters.ts';
+import { sweepDeadLetters, unrecordedOutput } from './dead-letters.ts';
 import type { Handler, HandlerContext } from './handler.ts';
 import { type JobOutcome, OutcomeRecorder } from './outcomes.ts';
 import { dbOf, deadLetterQueueName, insertJobs, type JobData, queueName, wakeWorkers } from './queues.ts';
@@ -117,15 +117,11 @@ export class JobRunner implements EffectSink {
       // pg-boss expires timed-out jobs in its monitor pass, not only in supervise.
       monitorIntervalSeconds: options.superviseIntervalSeconds,
     });
-    this.#outcomes = new OutcomeRecorder(
-      this.#boss,
-      options.notifyChannel,
-      options.wakeChannel,
-      (handler) => {
-        const task = this.#tasks.get(queueName(handler, 'compensate'));
-        return task && { retryLimit: task.handler.retry.limit };
-      },
-    );
+    this.#outcomes = new OutcomeRecorder({
+      notifyChannel: options.notifyChannel,
+      canCompensate: (handler) => this.#tasks.has(queueName(handler, 'compensate')),
+      enqueueCompensation: (client, data) => this.#insert(client, [data]),
+    });
     this.#boss.on('error', (error: unknown) => options.log.error({ err: error }, 'pg-boss error'));
   }
 
@@ -238,9 +234,13 @@ export class JobRunner implements EffectSink {
       log,
       round: async () => {
         try {
-          const { settled, complete } = await sweepDeadLetters(pool, bossSchema, queues, this.#outcomes, {
+          const { settled, complete } = await sweepDeadLetters(
+            pool,
+            bossSchema,
+            queues,
+            this.#outcomes,
             full,
-          });
+          );
           if (complete) full = false;
           if (settled > 0) log.warn({ settled }, 'recorded the outcome of dead letters that had none');
         } catch (error) {
@@ -273,14 +273,14 @@ export class JobRunner implements EffectSink {
   }
 
   async enqueue(client: pg.ClientBase, effects: readonly PlannedJob[]): Promise<void> {
-    const byQueue = new Map<string, JobData[]>();
+    const jobs: JobData[] = [];
     for (const { effect, key, causedBy, machine, entityId } of effects) {
       const cause = { position: causedBy.position, version: causedBy.version, type: causedBy.type };
       if (effect.kind === 'compensate-completed') {
         await startCompensation(client, { machine, entityId }, cause, this.#outcomes.saga);
         continue;
       }
-      const data: JobData = {
+      jobs.push({
         machine,
         entityId,
         handler: effect.handler,
@@ -289,14 +289,25 @@ export class JobRunner implements EffectSink {
         key,
         causedBy: cause,
         ...(effect.compensable ? { compensable: true } : {}),
-      };
-      const queue = queueName(effect.handler, effect.kind);
+      });
+    }
+    await this.#insert(client, jobs);
+  }
+
+  /**
+   * Inserts jobs into their queues through `client` (with the caller's transaction), each
+   * carrying its handler's retry limit, and wakes one idle worker of each queue at commit.
+   */
+  async #insert(client: pg.ClientBase, jobs: readonly JobData[]): Promise<void> {
+    const byQueue = new Map<string, JobData[]>();
+    for (const data of jobs) {
+      const queue = queueName(data.handler, data.kind);
       const retryLimit = this.#tasks.get(queue)?.handler.retry.limit;
       const list = byQueue.get(queue) ?? [];
       list.push(retryLimit === undefined ? data : { ...data, retryLimit });
       byQueue.set(queue, list);
     }
-    for (const [queue, jobs] of byQueue) await insertJobs(this.#boss, client, queue, jobs);
+    for (const [queue, list] of byQueue) await insertJobs(this.#boss, client, queue, list);
     await wakeWorkers(client, this.#options.wakeChannel, [...byQueue.keys()]);
   }
 
@@ -313,7 +324,7 @@ export class JobRunner implements EffectSink {
    */
   async #runBatch(task: Task, jobs: Job<JobData>[]): Promise<JobResult[]> {
     const settled = await Promise.all(jobs.map((job) => this.#run(task, job)));
-    const toRecord = settled.filter((s) => s.ok || !s.retryable || s.final);
+    const toRecord = settled.filter(isOutcome);
     const unrecorded = new Set<string>();
     try {
       await this.#record(task, toRecord);
@@ -336,29 +347,27 @@ export class JobRunner implements EffectSink {
       if (unrecorded.has(id)) {
         // Runs again under the same key; on its last attempt its dead letter carries what
         // happened, and the sweep records it.
-        const message = 'the outcome could not be recorded';
         return {
           id,
           status: 'failed',
-          output: s.ok
-            ? { message, unrecorded: 'done', output: s.output }
-            : { ...s.error, unrecorded: 'failed' },
+          output: unrecordedOutput(s),
         };
       }
       if (s.ok) return { id, status: 'completed', output: null };
       // A recorded failure is final (NonRetryableError, or the last attempt): no more tries.
-      if (!s.retryable || s.final) return { id, status: 'deadletter', output: s.error };
+      if (isOutcome(s)) return { id, status: 'deadletter', output: s.error };
       return { id, status: 'failed', output: s.error };
     });
   }
 
   async #record(task: Task, settled: readonly Settled[]): Promise<void> {
     if (settled.length === 0) return;
-    const outcomes: JobOutcome[] = settled.map((s) =>
-      s.ok
-        ? { jobId: s.job.id, data: s.job.data, ok: true, payload: s.output }
-        : { jobId: s.job.id, data: s.job.data, ok: false, payload: s.error },
-    );
+    const outcomes: JobOutcome[] = settled.map((s) => ({
+      jobId: s.job.id,
+      data: s.job.data,
+      ok: s.ok,
+      payload: s.ok ? s.output : s.error,
+    }));
     if (!OutcomeRecorder.needsTransaction(outcomes)) {
       // One statement in autocommit: round trips, not commits, are what a batch costs most.
       // pg-boss completes the jobs after; a crash in between reruns them under the same key
@@ -454,6 +463,14 @@ export class JobRunner implements EffectSink {
       clearTimeout(timer);
     }
   }
+}
+
+/**
+ * Whether a run's end is its job's outcome: a success, or a failure that will not be tried
+ * again (NonRetryableError, or the last attempt). A retryable failure is only a try.
+ */
+function isOutcome(s: Settled): boolean {
+  return s.ok || !s.retryable || s.final;
 }
 
 /**
