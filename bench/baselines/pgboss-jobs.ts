@@ -4,7 +4,14 @@
 // a full batch fetches again at once instead of waiting for its polling interval; LISTEN/NOTIFY
 // on, as statehouse has it. In latency mode, jobs are sent one by one at a fixed rate.
 import { PgBoss } from 'pg-boss';
-import { INSERT_CHUNK, jobsInput, paced, startTimedRun, UNFINISHED_SQL } from '../lib/jobs-input.ts';
+import {
+  INSERT_CHUNK,
+  jobsInput,
+  paced,
+  startDelays,
+  startTimedRun,
+  untilQueueDrained,
+} from '../lib/jobs-input.ts';
 import { defineTask } from '../lib/task.ts';
 
 const QUEUE = 'bench-noop';
@@ -29,23 +36,15 @@ export default defineTask({
       burstWhenBatchFull: true,
     } as const;
     if (input.mode === 'latency') {
-      let started = 0;
-      let allStarted: () => void = () => {};
-      const all = new Promise<void>((resolve) => {
-        allStarted = resolve;
-      });
+      const delays = startDelays(clock, input.jobs);
       await boss.work<{ sentAt: number }>(QUEUE, workOptions, async (jobs) => {
-        for (const job of jobs) {
-          clock.latency(Date.now() - job.data.sentAt);
-          clock.progress(1);
-          if (++started === input.jobs) allStarted();
-        }
+        for (const job of jobs) delays.started(job.data.sentAt);
       });
       await clock.start();
       await paced(input.jobs, input.rate, async (i, sentAt) => {
         await boss.send(QUEUE, { entityId: `e-${i % input.entities}`, n: i, key: `bench-${i}`, sentAt });
       });
-      await all;
+      await delays.all;
       await clock.finish();
       await boss.stop({ graceful: true, timeout: 5000 });
       return;
@@ -74,17 +73,9 @@ export default defineTask({
     await done;
     await sending;
     // The last batches are completed after their handler returns.
-    await waitUntilFinished(boss, input.bossSchema);
+    const db = boss.getDb();
+    await untilQueueDrained((text, values) => db.executeSql(text, values), input.bossSchema, QUEUE);
     await clock.finish();
     await boss.stop({ graceful: true, timeout: 5000 });
   },
 });
-
-async function waitUntilFinished(boss: PgBoss, schema: string): Promise<void> {
-  const db = boss.getDb();
-  for (;;) {
-    const { rows } = (await db.executeSql(UNFINISHED_SQL(schema), [QUEUE])) as { rows: Array<{ n: number }> };
-    if ((rows[0]?.n ?? 0) === 0) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}

@@ -52,7 +52,7 @@ export const actorsInput = z.object({
 export type ActorsInput = z.infer<typeof actorsInput>;
 
 export const entityId = (i: number, entities: number) => `l-${i % entities}`;
-export const entryBody = (n: number) => JSON.stringify({ type: 'ledger.entry', data: { n } });
+const entryBody = (n: number) => JSON.stringify({ type: 'ledger.entry', data: { n } });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -253,10 +253,7 @@ async function measureLatency(
   // First publish → last transition seen committed, the engine's start-up left out.
   clock.notes.appliedPerSecond = Math.round(seen / ((performance.now() - t0) / 1000));
   await Promise.all(inFlight);
-  clock.notes.latencyRate = rate;
   clock.notes.publishedPerSecond = Math.round(total / (publishedMs / 1000));
-  clock.notes.warmupEvents = input.warmupEvents;
-  clock.notes.pollMs = input.pollMs;
   await clock.finish();
   await nc.close();
 }

@@ -7,7 +7,14 @@ import { createPool, dispatchChannel, jobsChannel, withTransaction } from '../..
 import { defineHandler, type Handler, type JobData, JobRunner, queueName } from '../../src/jobs/index.ts';
 import { insertJobs, wakeWorkers } from '../../src/jobs/queues.ts';
 import { createLogger } from '../../src/shared/logger.ts';
-import { INSERT_CHUNK, jobsInput, paced, startTimedRun, UNFINISHED_SQL } from '../lib/jobs-input.ts';
+import {
+  INSERT_CHUNK,
+  jobsInput,
+  paced,
+  startDelays,
+  startTimedRun,
+  untilQueueDrained,
+} from '../lib/jobs-input.ts';
 import { defineTask } from '../lib/task.ts';
 
 export const SCHEMA = 'statehouse';
@@ -59,45 +66,31 @@ export default defineTask({
       causedBy: { position: i + 1, version: 1, type: 'bench.started' },
       retryLimit: benchNoop.retry.limit,
     });
+    // As a dispatcher step enqueues: pg-boss insert and a wake-up of the queue's workers, in
+    // one transaction.
+    const enqueue = (jobs: JobData[]) =>
+      withTransaction(pool, async (client) => {
+        await insertJobs(runner.boss, client, queue, jobs);
+        await wakeWorkers(client, jobsChannel(SCHEMA), [queue]);
+      });
     if (input.mode === 'latency') {
       await runner.start();
-      let started = 0;
-      const all = new Promise<void>((resolve) => {
-        onStart = (sentAt) => {
-          clock.latency(Date.now() - sentAt);
-          clock.progress(1);
-          if (++started === input.jobs) resolve();
-        };
-      });
+      const delays = startDelays(clock, input.jobs);
+      onStart = delays.started;
       await clock.start();
-      // One job per transaction, as a dispatcher step enqueues it.
-      await paced(input.jobs, input.rate, async (i, sentAt) => {
-        const client = await pool.connect();
-        try {
-          await client.query('begin');
-          await insertJobs(runner.boss, client, queue, [job(i, sentAt)]);
-          await wakeWorkers(client, jobsChannel(SCHEMA), [queue]);
-          await client.query('commit');
-        } finally {
-          client.release();
-        }
-      });
-      await all;
+      // One job per transaction.
+      await paced(input.jobs, input.rate, (i, sentAt) => enqueue([job(i, sentAt)]));
+      await delays.all;
       await clock.finish();
       await runner.stop(1000);
       await pool.end();
       return;
     }
-    // Enqueue the way the dispatcher does: pg-boss insert of JobData payloads and a wake-up
-    // of the queue's workers, in one transaction per chunk.
     const send = async () => {
       for (let from = 0; from < input.jobs; from += INSERT_CHUNK) {
         const jobs: JobData[] = [];
         for (let i = from; i < Math.min(input.jobs, from + INSERT_CHUNK); i++) jobs.push(job(i));
-        await withTransaction(pool, async (client) => {
-          await insertJobs(runner.boss, client, queue, jobs);
-          await wakeWorkers(client, jobsChannel(SCHEMA), [queue]);
-        });
+        await enqueue(jobs);
       }
     };
     const sending = await startTimedRun(input.mode, clock, input.jobs, {
@@ -125,11 +118,7 @@ export default defineTask({
       if (stored < input.jobs) await new Promise((r) => setTimeout(r, 5));
     }
     if (input.jobs > counted) clock.progress(input.jobs - counted);
-    for (;;) {
-      const { rows } = await pool.query<{ n: number }>(UNFINISHED_SQL(input.bossSchema), [queue]);
-      if ((rows[0]?.n ?? 0) === 0) break;
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await untilQueueDrained((text, values) => pool.query(text, values), input.bossSchema, queue);
     await sending;
     await clock.finish();
     await runner.stop(1000);

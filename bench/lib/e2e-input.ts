@@ -25,7 +25,7 @@ export const e2eInput = z.object({
 export type E2eInput = z.infer<typeof e2eInput>;
 
 /** The demo order everyone publishes: the happy path, reserve → charge → ship. */
-export function orderMessage(prefix: string, i: number) {
+function orderMessage(prefix: string, i: number) {
   const id = `o-${i}`;
   return {
     id,
@@ -90,13 +90,12 @@ export async function waitForAll(
   count: () => Promise<number>,
   progress: (n: number) => void,
   timeoutMs: number,
-  intervalMs = 20,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let seen = 0;
   while (seen < total) {
     if (Date.now() > deadline) throw new Error(`only ${seen} of ${total} orders finished in ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, intervalMs));
+    await new Promise((r) => setTimeout(r, 20));
     const n = await count();
     if (n > seen) progress(n - seen);
     seen = n;

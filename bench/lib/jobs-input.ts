@@ -26,9 +26,39 @@ export type JobsInput = z.infer<typeof jobsInput>;
 /** Jobs inserted per `insert` call (one multi-row statement). */
 export const INSERT_CHUNK = 1000;
 
-/** Counts the jobs of `queue` that pg-boss has not finished yet. */
-export const UNFINISHED_SQL = (schema: string) =>
-  `select count(*)::int as n from ${schema}.job where name = $1 and state in ('created', 'retry', 'active')`;
+/** Resolves once pg-boss has finished every job of `queue` (completes a batch just after its handler). */
+export async function untilQueueDrained(
+  query: (text: string, values: unknown[]) => Promise<{ rows: unknown[] }>,
+  schema: string,
+  queue: string,
+): Promise<void> {
+  const sql = `select count(*)::int as n from ${schema}.job where name = $1 and state in ('created', 'retry', 'active')`;
+  for (;;) {
+    const { rows } = await query(sql, [queue]);
+    if (((rows[0] as { n?: number } | undefined)?.n ?? 0) === 0) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Start-delay samples: each handler start reports when its job was sent; `all` settles when `jobs` have started. */
+export function startDelays(
+  clock: RunClock,
+  jobs: number,
+): { started(sentAt: number): void; all: Promise<void> } {
+  let count = 0;
+  let done: () => void = () => {};
+  const all = new Promise<void>((resolve) => {
+    done = resolve;
+  });
+  return {
+    started(sentAt) {
+      clock.latency(Date.now() - sentAt);
+      clock.progress(1);
+      if (++count === jobs) done();
+    },
+    all,
+  };
+}
 
 /** Enqueues `count` jobs at `rate`/s, each by `send(i, sentAt)`, on a fixed schedule (no drift). */
 export async function paced(count: number, rate: number, send: (i: number, sentAt: number) => Promise<void>) {

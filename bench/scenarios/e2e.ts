@@ -167,23 +167,28 @@ async function compareAt(ctx: ScenarioContext, handlerMs: number) {
     }
   }
   const [sh, nv] = variants.map((v) => medianRun(v.runs)) as [WorkerRun, WorkerRun];
+  /** Publish → final state at half `maxRate`: the rate run, the run, its percentiles. */
   const latencyOf = async (label: string, module: string, maxRate: number) => {
     const rate = Math.max(1, Math.round(maxRate / 2));
-    const count = Math.max(100, Math.round(rate * LATENCY_SECONDS));
-    return runE2e(ctx, {
+    const run = await runE2e(ctx, {
       scenario: 'e2e',
       label: `${label}${tag} latency`,
       module,
       processes: 1,
       mode: 'latency',
-      orders: count,
+      orders: Math.max(100, Math.round(rate * LATENCY_SECONDS)),
       rate,
       handlerMs,
     });
+    const latency = percentiles(run.measurement.latencyMs);
+    return {
+      rate,
+      latency,
+      figures: { ...e2eFigures(`${label}${tag} latency`, run, latency.p99), latencyMs: latency },
+    };
   };
   const shLatency = await latencyOf('statehouse', E2E_STATEHOUSE, rateOf(sh));
   const nvLatency = await latencyOf('naive', NAIVE, rateOf(nv));
-  const p = (run: WorkerRun) => percentiles(run.measurement.latencyMs);
   const rows: ResultRow[] = [
     {
       scenario: 'e2e',
@@ -201,14 +206,8 @@ async function compareAt(ctx: ScenarioContext, handlerMs: number) {
       baseline: 'naive',
       unit: `ms publish→final p99 at half rate${tag}`,
       higherIsBetter: false,
-      statehouse: {
-        ...e2eFigures(`statehouse${tag} latency`, shLatency, p(shLatency).p99),
-        latencyMs: p(shLatency),
-      },
-      baselineFigures: {
-        ...e2eFigures(`naive${tag} latency`, nvLatency, p(nvLatency).p99),
-        latencyMs: p(nvLatency),
-      },
+      statehouse: shLatency.figures,
+      baselineFigures: nvLatency.figures,
     },
   ];
   const at = `At${handlerMs}Ms`;
@@ -216,12 +215,12 @@ async function compareAt(ctx: ScenarioContext, handlerMs: number) {
     rows,
     settings: {
       [`naiveOrders${at}`]: naiveOrders,
-      [`statehouseLatencyRate${at}`]: Math.round(rateOf(sh) / 2),
-      [`naiveLatencyRate${at}`]: Math.round(rateOf(nv) / 2),
-      [`statehouseP50Ms${at}`]: p(shLatency).p50,
-      [`statehouseP99Ms${at}`]: p(shLatency).p99,
-      [`naiveP50Ms${at}`]: p(nvLatency).p50,
-      [`naiveP99Ms${at}`]: p(nvLatency).p99,
+      [`statehouseLatencyRate${at}`]: shLatency.rate,
+      [`naiveLatencyRate${at}`]: nvLatency.rate,
+      [`statehouseP50Ms${at}`]: shLatency.latency.p50,
+      [`statehouseP99Ms${at}`]: shLatency.latency.p99,
+      [`naiveP50Ms${at}`]: nvLatency.latency.p50,
+      [`naiveP99Ms${at}`]: nvLatency.latency.p99,
     },
   };
 }

@@ -4,9 +4,8 @@ import { WorkflowRegistry } from '../../src/workflows/index.ts';
 import { countBaselineEvents, createBaselineTables } from '../baselines/schema.ts';
 import type { WorkerRun } from '../lib/harness.ts';
 import type { IngestInput } from '../lib/ingest-input.ts';
-import { median } from '../lib/stats.ts';
 import type { Figures, ResultRow, Scenario, ScenarioContext } from './types.ts';
-import { figuresOf, measuredRun } from './types.ts';
+import { figuresOf, measuredRun, medianRun, rateOf } from './types.ts';
 
 interface Variant {
   name: string;
@@ -195,8 +194,7 @@ export const ingest: Scenario = {
             `${variant.name} stored ${stored} events and quarantined ${quarantined}; expected ${events} and 0`,
           );
         }
-        const rate = run.measurement.items / (run.measurement.elapsedMs / 1000);
-        progress(`ingest: ${variant.name}: ${Math.round(rate)} events/s`);
+        progress(`ingest: ${variant.name}: ${Math.round(rateOf(run))} events/s`);
         runs.set(variant.name, [...(runs.get(variant.name) ?? []), run]);
         await services.dropDatabase(database);
       }
@@ -232,11 +230,3 @@ export const ingest: Scenario = {
     };
   },
 };
-
-/** With several rounds, the run with the median rate (so its other figures belong together). */
-function medianRun(runs: readonly WorkerRun[]): WorkerRun {
-  if (runs.length === 0) throw new Error('no runs');
-  const rate = (r: WorkerRun) => r.measurement.items / r.measurement.elapsedMs;
-  const m = median(runs.map(rate));
-  return runs.find((r) => rate(r) === m)!;
-}

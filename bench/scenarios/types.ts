@@ -147,6 +147,7 @@ export const rateOf = (run: WorkerRun) => run.measurement.items / (run.measureme
 
 /** The run with the median rate, for figures that come from one real run. */
 export function medianRun(runs: readonly WorkerRun[]): WorkerRun {
+  if (runs.length === 0) throw new Error('no runs to take the median of');
   const m = median(runs.map(rateOf));
   return runs.find((r) => rateOf(r) === m) ?? runs[0]!;
 }
