@@ -4,7 +4,6 @@ export { type MigrateResult, type Migration, migrate, readMigrations } from './m
 export { createPool, type PoolOptions, quoteIdent } from './pool.ts';
 export {
   HeldConnection,
-  inTransaction,
   isRetryableDatabaseError,
   sleep,
   withTransaction,

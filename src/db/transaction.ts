@@ -68,20 +68,33 @@ async function runOnce<T>(
   };
   client.on('error', onError);
   try {
-    if (!autocommit) await client.query('begin');
-    const result = await work(client);
-    if (!autocommit) await client.query('commit');
-    return result;
-  } catch (error) {
-    try {
-      if (!autocommit) await client.query('rollback');
-    } catch {
-      broken = true;
-    }
-    throw error;
+    return await runOn(client, work, autocommit, onError);
   } finally {
     client.off('error', onError);
     client.release(broken);
+  }
+}
+
+/**
+ * `work` on `client`: alone when `autocommit` (it sends one statement, its own transaction),
+ * else between begin and commit, rolled back on failure. `onBroken` hears of a rollback that
+ * could not be sent: the session is unusable.
+ */
+async function runOn<C extends pg.ClientBase, T>(
+  client: C,
+  work: (client: C) => Promise<T>,
+  autocommit: boolean,
+  onBroken: () => void,
+): Promise<T> {
+  if (autocommit) return work(client);
+  await client.query('begin');
+  try {
+    const result = await work(client);
+    await client.query('commit');
+    return result;
+  } catch (error) {
+    await client.query('rollback').catch(onBroken);
+    throw error;
   }
 }
 
@@ -97,22 +110,6 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     const timer = setTimeout(done, ms);
     signal?.addEventListener('abort', done, { once: true });
   });
-}
-
-/** Runs `work` between begin and commit on `client`; rolls back and rethrows on failure. */
-export async function inTransaction<C extends pg.ClientBase, T>(
-  client: C,
-  work: (client: C) => Promise<T>,
-): Promise<T> {
-  await client.query('begin');
-  try {
-    const result = await work(client);
-    await client.query('commit');
-    return result;
-  } catch (error) {
-    await client.query('rollback').catch(() => {});
-    throw error;
-  }
 }
 
 /**
@@ -132,12 +129,13 @@ export class HeldConnection {
     this.#pool = pool;
   }
 
-  async run<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  /** `work` on the held connection, in a transaction unless `autocommit` (see `withTransaction`). */
+  async run<T>(work: (client: pg.PoolClient) => Promise<T>, options: { autocommit: boolean }): Promise<T> {
     // A connection that reported an error while idle is not worth a failed statement.
     if (this.#broken) this.release();
     const client = this.#client ?? (await this.#connect());
     try {
-      return await work(client);
+      return await runOn(client, work, options.autocommit, this.#onError);
     } catch (error) {
       // A lost connection is replaced; after an error of the statement itself (a lost race,
       // a fenced batch) the session is fine and is kept.

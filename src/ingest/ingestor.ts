@@ -1,18 +1,6 @@
-import {
-  AckPolicy,
-  type ConsumerMessages,
-  type JetStreamClient,
-  type JetStreamManager,
-  type JsMsg,
-} from '@nats-io/jetstream';
+import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
 import type pg from 'pg';
-import {
-  AdvisoryLease,
-  HeldConnection,
-  inTransaction,
-  isRetryableDatabaseError,
-  sleep,
-} from '../db/index.ts';
+import { AdvisoryLease, HeldConnection, isRetryableDatabaseError, sleep } from '../db/index.ts';
 import { StatehouseError } from '../errors/index.ts';
 import type { Logger } from '../shared/logger.ts';
 import { encodeEvents, isDuplicateMessageError, type NewEvent } from '../store/index.ts';
@@ -135,9 +123,17 @@ export class Ingestor {
   }
 
   async #lead(): Promise<void> {
-    const { js, stream, consumer, batchSize, flushIntervalMs, log } = this.#o;
+    const { js, jsm, stream, consumer, batchSize, flushIntervalMs, ackWaitMs, maxDeliver, log } = this.#o;
     let checkpoint = await this.#readCheckpoint();
-    await this.#resumeConsumerAt(checkpoint);
+    // Resumes at the checkpoint when the consumer cannot deliver in order from where it is.
+    await ensureConsumer(jsm, {
+      stream,
+      consumer,
+      ackWaitMs,
+      maxDeliver,
+      maxAckPending: batchSize * 4,
+      checkpoint,
+    });
     log.info({ stream, consumer, checkpoint }, 'leading ingest');
 
     const messages = await (await js.consumers.get(stream, consumer)).consume({
@@ -176,26 +172,6 @@ export class Ingestor {
     }
   }
 
-  /**
-   * A consumer that delivered past the checkpoint belongs to a leader that died with
-   * messages in hand; those would be redelivered only after newer ones, breaking order.
-   * Recreating the consumer at the checkpoint makes delivery resume in order. A consumer
-   * made by an older statehouse with explicit acks is recreated the same way: a
-   * consumer's ack policy cannot be changed.
-   */
-  async #resumeConsumerAt(checkpoint: number): Promise<void> {
-    const { jsm, stream, consumer, ackWaitMs, maxDeliver, batchSize } = this.#o;
-    const settings = { stream, consumer, ackWaitMs, maxDeliver, maxAckPending: batchSize * 4 };
-    const info = await jsm.consumers.info(stream, consumer).catch(() => undefined);
-    const deliveredPast = info !== undefined && info.delivered.stream_seq > checkpoint;
-    const oldPolicy = info !== undefined && info.config.ack_policy !== AckPolicy.All;
-    const fresh = info === undefined && checkpoint > 0;
-    await ensureConsumer(
-      jsm,
-      deliveredPast || oldPolicy || fresh ? { ...settings, startSeq: checkpoint + 1 } : settings,
-    );
-  }
-
   async #readCheckpoint(): Promise<number> {
     const { rows } = await this.#o.pool.query<{ last_seq: number }>(
       `insert into ingest_checkpoints (stream, last_seq) values ($1, 0)
@@ -217,11 +193,11 @@ export class Ingestor {
         top = msg;
         topSeq = raw.seq;
       }
-      return { seq: raw.seq, raw, parsed: parseMessage(raw, registry, { maxPayloadBytes }) };
+      return { raw, parsed: parseMessage(raw, registry, { maxPayloadBytes }) };
     });
     // Encoded now, while the previous batch's statement runs; all but redeliveries are fresh.
     const encoded = encodeEvents(items.flatMap(({ parsed }) => (parsed.ok ? [parsed.event] : [])));
-    return { messages: batch, items, top, encoded };
+    return { messages: batch, items, top, topSeq, encoded };
   }
 
   /** Keeps retrying the same batch while Postgres is away: moving on would break order. */
@@ -234,7 +210,9 @@ export class Ingestor {
           error instanceof LeadershipLost ||
           !this.#running ||
           !this.#lease.held ||
-          !isRetryableDatabaseError(error)
+          // A duplicate: another writer stored one of these messages first, and the dedupe
+          // sees it on the next try.
+          !(isRetryableDatabaseError(error) || isDuplicateMessageError(error))
         ) {
           throw error;
         }
@@ -247,15 +225,14 @@ export class Ingestor {
   async #store(batch: PreparedBatch, checkpoint: number): Promise<number> {
     const { stream, notifyChannel, hooks } = this.#o;
     // Redeliveries of messages already stored are only acked.
-    const fresh = batch.items.filter((item) => item.seq > checkpoint);
+    const fresh = batch.items.filter((item) => item.raw.seq > checkpoint);
     const events: NewEvent[] = [];
     const quarantined: QuarantinedMessage[] = [];
     for (const { raw, parsed } of fresh) {
       if (parsed.ok) events.push(parsed.event);
       else quarantined.push({ raw, ...parsed });
     }
-    let last = checkpoint;
-    for (const item of fresh) if (item.seq > last) last = item.seq;
+    const last = Math.max(checkpoint, batch.topSeq);
     if (fresh.length > 0) {
       const encoded = fresh.length === batch.items.length ? batch.encoded : encodeEvents(events);
       const write = async (client: pg.ClientBase) => {
@@ -263,17 +240,8 @@ export class Ingestor {
         if (!advanced) throw new LeadershipLost(stream);
         await quarantineMessages(client, quarantined);
       };
-      for (let race = 0; ; race++) {
-        try {
-          // Without quarantined messages the batch is one statement: no begin and commit.
-          if (quarantined.length === 0) await this.#connection.run(write);
-          else await this.#connection.run((client) => inTransaction(client, write));
-          break;
-        } catch (error) {
-          // Another writer stored one of these messages first: the dedupe sees it next time.
-          if (race >= 3 || !isDuplicateMessageError(error)) throw error;
-        }
-      }
+      // Without quarantined messages the batch is one statement: no begin and commit.
+      await this.#connection.run(write, { autocommit: quarantined.length === 0 });
       this.#stored += fresh.length;
       for (const q of quarantined) {
         this.#o.log.warn(
@@ -293,9 +261,10 @@ export class Ingestor {
 
 interface PreparedBatch {
   messages: JsMsg[];
-  items: Array<{ seq: number; raw: RawMessage; parsed: ParseResult }>;
+  items: Array<{ raw: RawMessage; parsed: ParseResult }>;
   /** The message with the highest stream sequence: its ack acknowledges the batch. */
   top: JsMsg;
+  topSeq: number;
   /** Every parsed event, encoded for the store. */
   encoded: string;
 }

@@ -15,7 +15,6 @@ with advanced as (
 ),
 ${appendCtes('exists (select 1 from advanced)')}
 select (select count(*) from advanced)::int as advanced,
-       (select count(*) from appended)::int as appended,
        -- Delivered at commit, once per transaction.
        case when exists (select 1 from appended) then pg_notify($5, '')::text end as notified`;
 
@@ -31,8 +30,8 @@ export interface StoreBatchInput {
 }
 
 /** False when the checkpoint had moved: another leader took over, nothing was appended. */
-export async function storeBatch(client: pg.ClientBase | pg.Pool, input: StoreBatchInput): Promise<boolean> {
-  const { rows } = await client.query<{ advanced: number; appended: number }>({
+export async function storeBatch(client: pg.ClientBase, input: StoreBatchInput): Promise<boolean> {
+  const { rows } = await client.query<{ advanced: number }>({
     // Named, so each connection plans the statement once instead of on every batch.
     name: 'statehouse.ingest-batch',
     text: STORE_BATCH_SQL,

@@ -54,39 +54,45 @@ export interface ConsumerSettings {
   ackWaitMs: number;
   maxDeliver: number;
   maxAckPending: number;
-  /** Restart delivery at this stream sequence (a leader resuming from its checkpoint). */
-  startSeq?: number;
+  /** The last stream sequence stored: where a consumer that has to be made anew resumes after. */
+  checkpoint: number;
 }
 
 /**
- * Creates the durable pull consumer; with `startSeq`, replaces it so delivery resumes exactly
- * there. The consumer acks all (AckPolicy.All): the one reader stores in stream order, so one
- * ack per batch, of its highest sequence, acknowledges the batch. A consumer with another
- * ack policy must be replaced with `startSeq` (the policy of a consumer cannot be updated).
+ * Makes sure the durable pull consumer exists, acks all (AckPolicy.All: the one reader stores
+ * in stream order, so one ack per batch, of its highest sequence, acknowledges the batch) and
+ * has the settings asked for. It is made anew, delivering from `checkpoint + 1`, when it
+ * delivered past the checkpoint (a leader died with messages in hand: JetStream would
+ * redeliver them only after newer ones, out of order), when an older version made it with
+ * another ack policy (which cannot be updated), or when it is missing while the checkpoint
+ * says messages were stored.
  */
 export async function ensureConsumer(jsm: JetStreamManager, settings: ConsumerSettings): Promise<void> {
-  const { stream, consumer, startSeq } = settings;
-  if (startSeq !== undefined) await jsm.consumers.delete(stream, consumer).catch(ignoreNotFound);
+  const { stream, consumer, checkpoint } = settings;
+  const existing = await jsm.consumers.info(stream, consumer).catch((error: unknown) => {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  });
   const config = {
     durable_name: consumer,
     ack_policy: AckPolicy.All,
     ack_wait: settings.ackWaitMs * 1_000_000,
     max_deliver: settings.maxDeliver,
     max_ack_pending: settings.maxAckPending,
-    ...(startSeq !== undefined
-      ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Math.max(1, startSeq) }
-      : { deliver_policy: DeliverPolicy.All }),
   };
-  const existing = await jsm.consumers.info(stream, consumer).catch((error: unknown) => {
-    if (isNotFound(error)) return undefined;
-    throw error;
-  });
-  if (!existing) await jsm.consumers.add(stream, config);
-  else if (existing.config.ack_policy !== AckPolicy.All) {
-    throw new ServiceUnavailableError(
-      `consumer "${consumer}" of stream "${stream}" acks ${existing.config.ack_policy}, not all; replace it at the ingest checkpoint (startSeq)`,
-      { retryable: false },
-    );
+  const resume =
+    existing === undefined
+      ? checkpoint > 0
+      : existing.delivered.stream_seq > checkpoint || existing.config.ack_policy !== AckPolicy.All;
+  if (resume) {
+    if (existing) await jsm.consumers.delete(stream, consumer).catch(ignoreNotFound);
+    await jsm.consumers.add(stream, {
+      ...config,
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: checkpoint + 1,
+    });
+  } else if (!existing) {
+    await jsm.consumers.add(stream, { ...config, deliver_policy: DeliverPolicy.All });
   } else if (
     existing.config.ack_wait !== config.ack_wait ||
     existing.config.max_deliver !== config.max_deliver ||
