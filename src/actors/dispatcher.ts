@@ -102,12 +102,11 @@ export class Dispatcher {
   /** One claim-apply-commit round; resolves with how many entities it moved. */
   async dispatchOnce(): Promise<number> {
     const { pool, registry, effects, batchSize, log } = this.#options;
-    const maxEvents = MAX_EVENTS_PER_STEP;
     return withTransaction(pool, async (client) => {
       const claimed = await claimEntities(client, {
         limit: batchSize,
         machines: registry.names,
-        eventsPerEntity: maxEvents,
+        eventsPerEntity: MAX_EVENTS_PER_STEP,
       });
       if (claimed.length === 0) return 0;
       const results: Array<{ entity: EntityRow; result: StepResult }> = [];

@@ -1,6 +1,6 @@
 import type { AnyMachineSnapshot } from 'xstate';
 import { describeError, StatehouseError } from '../errors/index.ts';
-import { unstorableInJson } from '../shared/json.ts';
+import { storableJson } from '../shared/json.ts';
 import type { StoredEvent } from '../store/index.ts';
 import {
   type Effect,
@@ -72,7 +72,6 @@ export function applyEvents(
   // was stored (snapshot and version), failed, with no effects, and resumes from there once
   // the machine is fixed.
   const unstorable = (error: StatehouseError, eventVersion: number | undefined): StepResult => ({
-    ...result,
     machineVersion: entity.machineVersion,
     snapshotJson: JSON.stringify(entity.snapshot ?? null),
     state: null,
@@ -211,24 +210,19 @@ function plan(
  * unpaired surrogate.
  */
 function storableSnapshot(machine: string, persisted: () => unknown): string | StatehouseError {
-  let text: string;
-  try {
-    text = JSON.stringify(persisted());
-  } catch (error) {
+  const json = storableJson(persisted);
+  if ('text' in json) return json.text;
+  if ('notJson' in json) {
     return new StatehouseError(
       'SNAPSHOT_INVALID',
-      `machine "${machine}" made a snapshot that is not JSON (${(error as Error).message}); keep its context to plain data, then resume the entity`,
-      { cause: error },
+      `machine "${machine}" made a snapshot that is not JSON (${json.notJson.message}); keep its context to plain data, then resume the entity`,
+      { cause: json.notJson },
     );
   }
-  const unstorable = unstorableInJson(text);
-  if (unstorable) {
-    return new StatehouseError(
-      'SNAPSHOT_INVALID',
-      `machine "${machine}" made a snapshot with ${unstorable} in a string, which Postgres cannot store; strip it, then resume the entity`,
-    );
-  }
-  return text;
+  return new StatehouseError(
+    'SNAPSHOT_INVALID',
+    `machine "${machine}" made a snapshot with ${json.unstorable} in a string, which Postgres cannot store; strip it, then resume the entity`,
+  );
 }
 
 /** Machines opt into the richer statuses with state tags. */

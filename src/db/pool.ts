@@ -13,6 +13,8 @@ export interface PoolOptions {
   schema: string;
   max: number;
   applicationName?: string;
+  /** Told when an idle pooled connection fails (it is dropped; the next checkout connects anew). */
+  onIdleError?: (error: Error) => void;
 }
 
 /**
@@ -30,7 +32,7 @@ export function createPool(options: PoolOptions): pg.Pool {
   });
   // An idle client losing its connection (Postgres restarted) must not crash the process;
   // the next checkout simply gets a new connection.
-  pool.on('error', () => {});
+  pool.on('error', (error) => options.onIdleError?.(error));
   return pool;
 }
 

@@ -68,9 +68,6 @@ export class Engine {
     this.js = jetstream(nats);
     // Ends when the connection closes (stop); a failure to watch must not stop the engine.
     logNatsStatus(nats, this.log.child({ part: 'nats' })).catch(() => {});
-    pool.on('error', (error) =>
-      this.log.warn({ err: error }, 'an idle Postgres connection failed; the next query connects anew'),
-    );
     this.#parts = { ingest: true, dispatch: true, jobs: true, outbox: true, ...options.parts };
     const notifyChannel = dispatchChannel(config.database.schema);
     this.jobs = new JobRunner({
@@ -149,12 +146,16 @@ export class Engine {
   }
 
   /** Connects, applies migrations, and sets up the stream and the job queues. Nothing runs yet. */
-  static async create(options: EngineOptions): Promise<Engine> {
-    const { config } = options;
+  static async create(engineOptions: EngineOptions): Promise<Engine> {
+    const { config } = engineOptions;
+    const log = engineOptions.log ?? createLogger(config.log.level, { service: 'statehouse' });
+    const options = { ...engineOptions, log };
     const pool = createPool({
       url: options.databaseUrl,
       schema: config.database.schema,
       max: config.database.poolSize,
+      onIdleError: (error) =>
+        log.warn({ err: error }, 'an idle Postgres connection failed; the next query connects anew'),
     });
     let nats: NatsConnection | undefined;
     try {

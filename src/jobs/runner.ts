@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { EffectSink, PlannedJob } from '../actors/index.ts';
 import { Listener, withTransaction } from '../db/index.ts';
 import { describeError, StatehouseError } from '../errors/index.ts';
-import { unstorableInJson } from '../shared/json.ts';
+import { storableJson } from '../shared/json.ts';
 import type { Logger } from '../shared/logger.ts';
 import { PollingLoop } from '../shared/polling-loop.ts';
 import { isDuplicateMessageError } from '../store/index.ts';
@@ -475,25 +475,23 @@ function isOutcome(s: Settled): boolean {
 
 /**
  * The handler's output, checked to be storable: JSON, without the NUL characters and
- * unpaired surrogates Postgres's jsonb refuses. Checked here, so an output that cannot be stored fails its own job (for good:
- * running it again gives the same output), not the batch it was recorded with.
+ * unpaired surrogates Postgres's jsonb refuses. Checked here, so an output that cannot be
+ * stored fails its own job (for good: running it again gives the same output), not the
+ * batch it was recorded with.
  */
 function storable(handler: string, output: unknown): unknown {
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(output ?? null);
-  } catch (error) {
+  const json = storableJson(() => output ?? null);
+  if ('notJson' in json) {
     throw new StatehouseError(
       'HANDLER_OUTPUT_INVALID',
-      `handler "${handler}" returned a value that is not JSON (${(error as Error).message}); return plain data`,
-      { retryable: false, cause: error },
+      `handler "${handler}" returned a value that is not JSON (${json.notJson.message}); return plain data`,
+      { retryable: false, cause: json.notJson },
     );
   }
-  const unstorable = unstorableInJson(text);
-  if (unstorable) {
+  if ('unstorable' in json) {
     throw new StatehouseError(
       'HANDLER_OUTPUT_INVALID',
-      `handler "${handler}" returned a string with ${unstorable}, which Postgres cannot store; strip it`,
+      `handler "${handler}" returned a string with ${json.unstorable}, which Postgres cannot store; strip it`,
       { retryable: false },
     );
   }

@@ -20,6 +20,24 @@ export function unstorableInJson(json: string): string | undefined {
     : `an unpaired UTF-16 surrogate (\\u${found[1]!.toLowerCase()})`;
 }
 
+/**
+ * The value `produce` gives, as JSON text Postgres can store, or what is wrong with it:
+ * `notJson` (producing or serialising it threw: a BigInt, a cycle) or `unstorable` (a NUL or
+ * an unpaired surrogate, in words).
+ */
+export function storableJson(
+  produce: () => unknown,
+): { text: string } | { notJson: Error } | { unstorable: string } {
+  let text: string;
+  try {
+    text = JSON.stringify(produce());
+  } catch (error) {
+    return { notJson: error as Error };
+  }
+  const unstorable = unstorableInJson(text);
+  return unstorable ? { unstorable } : { text };
+}
+
 // biome-ignore lint/suspicious/noControlCharactersInRegex: the NUL character is what it looks for
 const UNSTORABLE_CHARS = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
