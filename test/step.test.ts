@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { applyEvents } from '../src/actors/index.ts';
+import { unstorableInJson } from '../src/shared/json.ts';
 import { defineWorkflow, runHandler, WorkflowRegistry } from '../src/workflows/index.ts';
 import { storedEvent } from './helpers/events.ts';
 
@@ -78,4 +79,39 @@ describe('a step whose snapshot Postgres cannot store', () => {
       expect(result.effects).toEqual([]);
     });
   }
+
+  it('keeps a machine error storable when its message holds half a surrogate pair or a NUL', () => {
+    const breaking = new WorkflowRegistry([
+      defineWorkflow({
+        name: 'breaking',
+        version: 1,
+        subjects: 'breaking.*.>',
+        events: { go: z.null() },
+        machine: setup({ types: { events: {} as { type: 'go'; data: null } } }).createMachine({
+          initial: 'idle',
+          states: {
+            idle: {
+              on: {
+                go: {
+                  // A guard runs during the transition (actions are only collected).
+                  guard: () => {
+                    throw new Error(`no name for ${'😀'.slice(0, 1)} or a\u0000b`);
+                  },
+                  target: 'idle',
+                },
+              },
+            },
+          },
+        }),
+      }),
+    ]);
+    const result = applyEvents(
+      breaking,
+      { machine: 'breaking', entityId: 'b-1', machineVersion: null, snapshot: null, appliedVersion: 0 },
+      [storedEvent({ machine: 'breaking', entityId: 'b-1', type: 'go', version: 1 })],
+    );
+    expect(result.status).toBe('failed');
+    expect(unstorableInJson(JSON.stringify(result.error))).toBeUndefined();
+    expect(String(result.error?.message)).toContain('no name for \ufffd or a\ufffdb');
+  });
 });

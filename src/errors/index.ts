@@ -1,3 +1,4 @@
+import { storableText } from '../shared/json.ts';
 /**
  * One error hierarchy for the whole engine. Callers branch on `code` (stable, documented
  * in docs/errors.md), never on message text; `retryable` tells loops whether backing off
@@ -91,22 +92,25 @@ export function describeError(error: unknown): {
   code?: string;
   stack?: string;
 } {
+  // Stored as jsonb: a NUL or half a surrogate pair in a message would fail the statement
+  // that records it, and with it everything recorded alongside.
+  const text = storableText;
   if (error instanceof StatehouseError) {
     return {
-      name: error.name,
-      message: error.message,
+      name: text(error.name),
+      message: text(error.message),
       code: error.code,
-      ...(error.stack ? { stack: error.stack } : {}),
+      ...(error.stack ? { stack: text(error.stack) } : {}),
     };
   }
   if (error instanceof Error) {
     const code = (error as { code?: unknown }).code;
     return {
-      name: error.name,
-      message: error.message,
-      ...(typeof code === 'string' ? { code } : {}),
-      ...(error.stack ? { stack: error.stack } : {}),
+      name: text(error.name),
+      message: text(error.message),
+      ...(typeof code === 'string' ? { code: text(code) } : {}),
+      ...(error.stack ? { stack: text(error.stack) } : {}),
     };
   }
-  return { name: 'Error', message: String(error) };
+  return { name: 'Error', message: text(String(error)) };
 }
