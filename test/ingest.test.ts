@@ -246,6 +246,36 @@ describe('ingest', () => {
     expect(rows[0]!.n).toBe(1);
   });
 
+  it('invariant nothing acknowledged is lost: a batch whose quarantine insert fails stores nothing, and is stored whole on the next try', async () => {
+    // The first insert into the quarantine fails: the batch's transaction (events, checkpoint,
+    // quarantine) must roll back as one, or the bad message would be acked unrecorded. A
+    // sequence counts the attempts: unlike a table, it is not rolled back with them.
+    await t.pool.query(`
+      create sequence quarantine_attempts;
+      create function fail_quarantine_once() returns trigger language plpgsql as $$
+      begin
+        if nextval('quarantine_attempts') = 1 then raise exception 'simulated quarantine failure'; end if;
+        return new;
+      end $$;
+      create trigger fail_once before insert on quarantine for each row execute function fail_quarantine_once();
+    `);
+    // Published while no engine runs (the first one only sets the stream up), so both land
+    // in one batch.
+    await (await t.startEngine({ parts: { dispatch: false, jobs: false } })).stop();
+    await t.publish(t.subject('orders.qf-1.placed'), orderPlaced());
+    const bad = await t.publish(t.subject('orders.qf-2.placed'), '{"type": ', { raw: true });
+    await t.startEngine({ parts: { dispatch: false, jobs: false } });
+    await waitFor('the batch stored', async () => (await quarantined(t)).length === 1);
+    const { rows: attempts } = await t.pool.query<{ n: number }>(
+      'select last_value::int as n from quarantine_attempts',
+    );
+    expect(attempts[0]!.n).toBe(2);
+    expect(await storedCount(t)).toBe(1);
+    expect((await quarantined(t)).map((q) => q.reason_code)).toEqual(['malformed-json']);
+    const { rows } = await t.pool.query<{ last_seq: number }>('select last_seq from ingest_checkpoints');
+    expect(rows[0]!.last_seq).toBe(bad);
+  });
+
   it('invariant nothing acknowledged is lost: messages published while no engine runs are all stored once it starts', async () => {
     const first = await t.startEngine({ parts: { dispatch: false, jobs: false } });
     await t.publish(t.subject('orders.r-0.placed'), orderPlaced());
