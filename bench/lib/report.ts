@@ -46,6 +46,15 @@ export function jsonLines(record: RunRecord): string[] {
         meetsTarget: row.target === undefined ? undefined : ratio >= row.target,
         statehouseFigures: withProfile(row.statehouse),
         baselineFigures: withProfile(row.baselineFigures),
+        ...(row.reference
+          ? {
+              reference: row.reference.figures.variant,
+              referenceValue: row.reference.figures.value,
+              referenceRatio: round(ratioOf(row, row.reference.figures), 3),
+              referenceMeaning: row.reference.meaning,
+              referenceFigures: withProfile(row.reference.figures),
+            }
+          : {}),
         settings: record.result.settings,
         machine: record.machine,
         command: record.command,
@@ -86,7 +95,8 @@ export function table(name: string, unit: string, record: RunRecord): string {
   const { rows, settings } = record.result;
   const variants: Figures[] = [];
   for (const row of rows) {
-    for (const f of [row.statehouse, row.baselineFigures]) {
+    const reference = row.reference ? [row.reference.figures] : [];
+    for (const f of [row.statehouse, row.baselineFigures, ...reference]) {
       if (!variants.some((v) => v.variant === f.variant)) variants.push(f);
     }
   }
@@ -108,6 +118,12 @@ export function table(name: string, unit: string, record: RunRecord): string {
     const verdict =
       row.target === undefined ? '' : ` (target ≥ ${row.target}: ${ratio >= row.target ? 'met' : 'missed'})`;
     out.push(`statehouse / ${row.baseline}, ${row.unit}: ${formatNumber(ratio, 2)}${verdict}`);
+    if (row.reference) {
+      const { figures, meaning } = row.reference;
+      out.push(
+        `  ${figures.variant} / ${row.baseline}: ${formatNumber(ratioOf(row, figures), 2)} (${meaning})`,
+      );
+    }
   }
   out.push('', 'Postgres CPU s/1k by session (application_name):');
   for (const f of variants) {

@@ -61,6 +61,17 @@ const PGBOSS: Variant = {
   },
 };
 
+/**
+ * Not a baseline: pg-boss plus the outcome events alone, the least an engine on pg-boss and
+ * this event store does per job. Its ratio to pg-boss is the best statehouse's could be.
+ */
+const FLOOR: Variant = {
+  name: 'pg-boss + outcome events',
+  module: 'baselines/pgboss-outcomes.ts',
+  prepare: STATEHOUSE.prepare,
+  count: STATEHOUSE.count,
+};
+
 async function withClient<T>(url: string, work: (c: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
@@ -94,8 +105,9 @@ export const jobs: Scenario = {
     const enqueue = new Map<string, number>();
     for (let round = 0; round < options.repeat; round++) {
       for (const { mode } of MODES) {
-        for (const variant of [STATEHOUSE, PGBOSS]) {
-          const database = `${runId}_jobs_${variant.name.replace(/-/g, '_')}_${mode.replace(/-/g, '_')}_${round}`;
+        const variants = mode === 'send-and-work' ? [STATEHOUSE, PGBOSS, FLOOR] : [STATEHOUSE, PGBOSS];
+        for (const variant of variants) {
+          const database = `${runId}_jobs_${variant.name.replace(/[^a-z]+/g, '_')}_${mode.replace(/-/g, '_')}_${round}`;
           await services.createDatabase(database);
           const url = services.databaseUrl(database);
           await variant.prepare?.(url);
@@ -182,7 +194,15 @@ export const jobs: Scenario = {
       statehouse: figures(STATEHOUSE.name, mode, label),
       baselineFigures: figures(PGBOSS.name, mode, label),
       // The issue's measure is send + work; the filled queue isolates the working side.
-      ...(mode === 'send-and-work' ? { target: 0.7 } : {}),
+      ...(mode === 'send-and-work'
+        ? {
+            target: 0.7,
+            reference: {
+              figures: figures(FLOOR.name, mode, label),
+              meaning: 'pg-boss plus only the outcome events: the most an engine writing them can reach',
+            },
+          }
+        : {}),
     }));
     return {
       rows: [...rateRows, delayRow],

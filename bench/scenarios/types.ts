@@ -72,6 +72,11 @@ export interface ResultRow {
   baselineFigures: Figures;
   /** The ratio the issue asks for, if any. */
   target?: number;
+  /**
+   * A run to read the ratio against, shown beside it: jobs has the least any engine on
+   * pg-boss and an event log must do, so its ratio bounds statehouse's.
+   */
+  reference?: { figures: Figures; meaning: string };
 }
 
 export interface ScenarioResult {
@@ -96,8 +101,8 @@ export interface Scenario {
   run(ctx: ScenarioContext): Promise<ScenarioResult>;
 }
 
-export function ratioOf(row: ResultRow): number {
-  const s = row.statehouse.value;
+export function ratioOf(row: ResultRow, of: Figures = row.statehouse): number {
+  const s = of.value;
   const b = row.baselineFigures.value;
   return row.higherIsBetter ? s / b : b / s;
 }
