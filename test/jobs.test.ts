@@ -1,5 +1,6 @@
 import { PgBoss } from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { withTransaction } from '../src/db/index.ts';
 import type { Engine } from '../src/engine/index.ts';
 import type { Handler, JobData } from '../src/jobs/index.ts';
 import {
@@ -7,6 +8,7 @@ import {
   attemptsOf,
   handlers as jobsHandlers,
   workflows as jobsWorkflows,
+  openGate,
   STARTS_TABLE_SQL,
 } from './fixtures/jobs-app.ts';
 import { type JobsEngineProcess, spawnJobsEngine } from './fixtures/jobs-process.ts';
@@ -181,6 +183,37 @@ describe('handler jobs', () => {
     expect(String(events[1]!.data?.message)).toMatch(/NUL character/);
     expect(attemptsOf('nul-1')).toHaveLength(1);
     await eventsOnceThere(t, 'nul-ok', 'flakyCharge.done');
+  });
+
+  it('an outcome already recorded for a job (its worker died before pg-boss settled it) is not recorded or applied again when the job finishes once more', async () => {
+    await start(t, 'dup-1', 'gatedCall', null);
+    await waitFor('the attempt to start', async () => attemptsOf('dup-1').length === 1 || undefined);
+    const [job] = await engine.jobs.boss.findJobs<JobData>('statehouse.gatedCall', {
+      data: { entityId: 'dup-1' },
+    });
+    expect(job?.state).toBe('active');
+    // What a worker that recorded the outcome and then died leaves behind: the outcome
+    // event stored, the pg-boss job still active (it would expire and run again).
+    await withTransaction(
+      t.pool,
+      (client) =>
+        engine.jobs.outcomes.record(client, [
+          { jobId: job!.id, data: job!.data, ok: true, payload: { answeredBy: 'the worker that died' } },
+        ]),
+      { autocommit: true },
+    );
+    expect(openGate('dup-1', 'the attempt that ran again')).toBe(true);
+
+    expect((await settledJob('statehouse.gatedCall', 'dup-1')).state).toBe('completed');
+    await waitFor('the machine to apply the outcome', async () => (await outcomesInContext('dup-1'))?.length);
+    const events = await eventsOf(t, 'dup-1');
+    expect(events.map((e) => e.type)).toEqual(['gatedCall.start', 'gatedCall.done']);
+    // The first outcome recorded wins; the entity's versions have no gap.
+    expect(events[1]!.data).toEqual({ answeredBy: 'the worker that died' });
+    expect(await entityRow(t.pool, 'dup-1', 'jobs')).toMatchObject({ last_version: 2, applied_version: 2 });
+    expect(await outcomesInContext('dup-1')).toEqual([
+      { type: 'gatedCall.done', data: { answeredBy: 'the worker that died' } },
+    ]);
   });
 
   it('input that fails the handler’s schema fails the job without running the handler or retrying', async () => {
