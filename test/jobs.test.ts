@@ -216,6 +216,48 @@ describe('handler jobs', () => {
     ]);
   });
 
+  it('an outcome that cannot be recorded on the last attempt travels in the dead letter, and the sweep records it once Postgres takes it', async () => {
+    // The outcome store refuses this one entity's outcome, as a failing disk or a broken
+    // constraint would; the other jobs of its batch are recorded one by one.
+    await t.pool.query(`
+      create function public.refuse_outcome() returns trigger language plpgsql as $$
+      begin
+        if new.entity_id = 'unrec-1' and new.type = 'singleShot.done' then
+          raise exception 'outcome store unavailable (test)';
+        end if;
+        return new;
+      end $$;
+      create trigger refuse_outcome before insert on events
+        for each row execute function public.refuse_outcome()`);
+    try {
+      await start(t, 'unrec-1', 'singleShot', null);
+      const [dead] = await waitFor('the dead letter', async () => {
+        const letters = await deadLetters('singleShot', 'unrec-1');
+        return letters.length > 0 ? letters : undefined;
+      });
+      expect(dead).toBeDefined();
+      const { rows } = await t.pool.query<{ output: unknown }>(
+        'select source_output as output from pgboss.job where id = $1',
+        [dead!.id],
+      );
+      expect(rows[0]!.output).toMatchObject({ unrecorded: 'done', output: { shotAt: 1 } });
+      expect((await eventsOf(t, 'unrec-1')).map((e) => e.type)).toEqual(['singleShot.start']);
+    } finally {
+      await t.pool.query('drop trigger refuse_outcome on events; drop function public.refuse_outcome()');
+    }
+
+    const events = await eventsOnceThere(t, 'unrec-1', 'singleShot.done');
+    expect(events.map((e) => e.type)).toEqual(['singleShot.start', 'singleShot.done']);
+    expect(events[1]!.data).toEqual({ shotAt: 1 });
+    // Recorded from the dead letter: the handler ran once.
+    expect(attemptsOf('unrec-1').map((a) => a.attempt)).toEqual([1]);
+    await waitFor(
+      'the machine to apply the outcome',
+      async () => (await outcomesInContext('unrec-1'))?.length,
+    );
+    expect(await outcomesInContext('unrec-1')).toEqual([{ type: 'singleShot.done', data: { shotAt: 1 } }]);
+  });
+
   it('input that fails the handler’s schema fails the job without running the handler or retrying', async () => {
     await start(t, 'invalid-1', 'strictCharge', { amountCents: -5 });
     const events = await eventsOnceThere(t, 'invalid-1', 'strictCharge.failed');
