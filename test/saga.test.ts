@@ -1,7 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { withTransaction } from '../src/db/index.ts';
 import type { Engine } from '../src/engine/index.ts';
 import { listEntities } from '../src/entities/index.ts';
-import type { Handler } from '../src/jobs/index.ts';
+import type { Handler, JobData } from '../src/jobs/index.ts';
 import { controls, handlers, undone, workflows } from './fixtures/saga-app.ts';
 import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
 import { entityRow, eventTypes } from './helpers/orders.ts';
@@ -54,6 +56,29 @@ describe('saga compensation and job operations', () => {
       'bookFlight.compensated',
       'saga.compensated',
     ]);
+  });
+
+  it('an undo outcome the saga is not waiting for (a stale job’s, a late sweep’s) is kept in the history and moves nothing', async () => {
+    const [undo] = await engine.jobs.boss.findJobs<JobData>('statehouse.bookCar.compensate', {
+      data: { entityId: 't-1' },
+    });
+    expect(undo?.state).toBe('completed');
+    await withTransaction(
+      t.pool,
+      (client) =>
+        engine.jobs.outcomes.record(client, [
+          { jobId: randomUUID(), data: undo!.data, ok: false, payload: { message: 'a late failure' } },
+        ]),
+      { autocommit: true },
+    );
+    expect((await history('t-1')).slice(-2)).toEqual(['saga.compensated', 'bookCar.compensationFailed']);
+    const { rows: steps } = await t.pool.query<{ status: string }>(
+      "select status from saga_steps where entity_id = 't-1'",
+    );
+    expect(steps.map((s) => s.status)).toEqual(['compensated', 'compensated', 'compensated']);
+    expect(await trip('t-1')).toMatchObject({ status: 'done', state: 'cancelled' });
+    const { rows } = await t.pool.query("select saga_state from entities where entity_id = 't-1'");
+    expect(rows[0]).toEqual({ saga_state: null });
   });
 
   it('will not rerun a step of an entity that is done unless forced: its machine would ignore the outcome', async () => {

@@ -76,7 +76,12 @@ export async function startCompensation(
   await compensateNext(client, entity, cause, deps);
 }
 
-/** Moves the saga on after one compensation's outcome was recorded (`cause` is that outcome event). */
+/**
+ * Moves the saga on after one compensation's outcome was recorded (`cause` is that outcome
+ * event). Only the undo the saga waits for moves it: an outcome for a step that is not
+ * being compensated (a stale job's, one the dead-letter sweep settled while an operator
+ * reran it) stays in the history and changes nothing.
+ */
 export async function onCompensationOutcome(
   client: pg.ClientBase,
   data: JobData & { saga: { stepKey: string } },
@@ -86,13 +91,20 @@ export async function onCompensationOutcome(
 ): Promise<void> {
   const entity = { machine: data.machine, entityId: data.entityId };
   if (outcome.ok) {
-    await client.query(
-      `update saga_steps set status = 'compensated', error = null, updated_at = now() where step_key = $1`,
+    const { rowCount } = await client.query(
+      `update saga_steps set status = 'compensated', error = null, updated_at = now()
+       where step_key = $1 and status = 'compensating'`,
       [data.saga.stepKey],
     );
+    if (rowCount === 0) return;
     await compensateNext(client, entity, cause, deps);
     return;
   }
+  const { rows } = await client.query<{ status: string }>(
+    'select status from saga_steps where step_key = $1',
+    [data.saga.stepKey],
+  );
+  if (rows[0]?.status !== 'compensating') return;
   await failStep(
     client,
     entity,
