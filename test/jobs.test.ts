@@ -216,6 +216,40 @@ describe('handler jobs', () => {
     ]);
   });
 
+  it('a job handed out again after its failure was recorded (its worker died before pg-boss settled it) is settled as recorded, not run again', async () => {
+    await start(t, 'dup-2', 'gatedCall', null);
+    await waitFor('the attempt to start', async () => attemptsOf('dup-2').length === 1 || undefined);
+    const [job] = await engine.jobs.boss.findJobs<JobData>('statehouse.gatedCall', {
+      data: { entityId: 'dup-2' },
+    });
+    // The attempt recorded a failure for good (say a NonRetryableError), then its process
+    // died; pg-boss, not told, gives the job out again once it expires (here: at once).
+    await withTransaction(
+      t.pool,
+      (client) =>
+        engine.jobs.outcomes.record(client, [
+          { jobId: job!.id, data: job!.data, ok: false, payload: { message: 'card declined' } },
+        ]),
+      { autocommit: true },
+    );
+    await engine.jobs.boss.fail('statehouse.gatedCall', job!.id, new Error('worker lost'));
+    // The first attempt's own late answer is a duplicate of the recorded outcome.
+    expect(openGate('dup-2', 'the attempt that lost its claim')).toBe(true);
+
+    const settled = await waitFor('the job to end', async () => {
+      const [found] = await engine.jobs.boss.findJobs<JobData>('statehouse.gatedCall', {
+        data: { entityId: 'dup-2' },
+      });
+      return found?.state === 'failed' ? found : undefined;
+    });
+    expect(settled.retryCount).toBe(1);
+    expect(attemptsOf('dup-2').map((a) => a.attempt)).toEqual([1]);
+    expect(await deadLetters('gatedCall', 'dup-2')).toHaveLength(1);
+    const events = await eventsOf(t, 'dup-2');
+    expect(events.map((e) => e.type)).toEqual(['gatedCall.start', 'gatedCall.failed']);
+    expect(events[1]!.data).toEqual({ message: 'card declined' });
+  });
+
   it('an outcome that cannot be recorded on the last attempt travels in the dead letter, and the sweep records it once Postgres takes it', async () => {
     // The outcome store refuses this one entity's outcome, as a failing disk or a broken
     // constraint would; the other jobs of its batch are recorded one by one.

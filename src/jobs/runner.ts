@@ -13,7 +13,16 @@ import type { JobEffect } from '../workflows/index.ts';
 import { sweepDeadLetters, unrecordedOutput } from './dead-letters.ts';
 import type { Handler, HandlerContext } from './handler.ts';
 import { type JobOutcome, OutcomeRecorder } from './outcomes.ts';
-import { dbOf, deadLetterQueueName, insertJobs, type JobData, queueName, wakeWorkers } from './queues.ts';
+import {
+  dbOf,
+  deadLetterQueueName,
+  insertJobs,
+  type JobData,
+  outcomeMessageId,
+  outcomeType,
+  queueName,
+  wakeWorkers,
+} from './queues.ts';
 import { startCompensation } from './saga.ts';
 
 export interface JobRunnerOptions {
@@ -76,8 +85,11 @@ function tasksOf(handler: Handler<never, unknown>): Task[] {
 /** pg-boss marks a job expired this long after our own timeout should have stopped it. */
 const EXPIRY_MARGIN_SECONDS = 10;
 
-/** How a job's run ended, before it is recorded. */
-type Settled =
+/**
+ * How a job's run ended, before it is recorded; `recorded` when its outcome already was (an
+ * earlier attempt's), so it is only settled with pg-boss.
+ */
+type Settled = { recorded?: true } & (
   | { job: Job<JobData>; ok: true; output: unknown }
   | {
       job: Job<JobData>;
@@ -85,7 +97,8 @@ type Settled =
       error: Record<string, unknown>;
       final: boolean;
       retryable: boolean;
-    };
+    }
+);
 
 /**
  * Runs handlers as pg-boss jobs and turns each job's outcome into the entity's next
@@ -323,8 +336,14 @@ export class JobRunner implements EffectSink {
    * its own, so one job cannot fail the others.
    */
   async #runBatch(task: Task, jobs: Job<JobData>[]): Promise<JobResult[]> {
-    const settled = await Promise.all(jobs.map((job) => this.#run(task, job)));
-    const toRecord = settled.filter(isOutcome);
+    const recorded = await this.#recordedOutcomes(jobs);
+    const settled = await Promise.all(
+      jobs.map((job) => {
+        const outcome = recorded.get(job.id);
+        return outcome ? settledFrom(job, outcome) : this.#run(task, job);
+      }),
+    );
+    const toRecord = settled.filter((s) => isOutcome(s) && !s.recorded);
     const unrecorded = new Set<string>();
     try {
       await this.#record(task, toRecord);
@@ -358,6 +377,35 @@ export class JobRunner implements EffectSink {
       if (isOutcome(s)) return { id, status: 'deadletter', output: s.error };
       return { id, status: 'failed', output: s.error };
     });
+  }
+
+  /**
+   * The outcomes already recorded for jobs pg-boss hands out again (a retry, or a job that
+   * expired): an attempt that recorded its outcome and then died before pg-boss settled the
+   * job. Those are settled as recorded, without running the handler again. First attempts,
+   * nearly every job, cost no query.
+   */
+  async #recordedOutcomes(
+    jobs: readonly Job<JobData>[],
+  ): Promise<Map<string, { type: string; data: unknown }>> {
+    const again = jobs.filter((job) => job.retryCount > 0);
+    if (again.length === 0) return new Map();
+    const { rows } = await this.#options.pool.query<{ messageId: string; type: string; data: unknown }>(
+      'select message_id as "messageId", type, data from events where message_id = any($1::text[])',
+      [again.map((job) => outcomeMessageId(job.id))],
+    );
+    const byId = new Map(rows.map((row) => [row.messageId, row]));
+    const found = new Map<string, { type: string; data: unknown }>();
+    for (const job of again) {
+      const row = byId.get(outcomeMessageId(job.id));
+      if (!row) continue;
+      this.#options.log.warn(
+        { jobId: job.id, handler: job.data.handler, entityId: job.data.entityId, outcome: row.type },
+        'job handed out again after its outcome was recorded; settled as recorded, not run',
+      );
+      found.set(job.id, row);
+    }
+    return found;
   }
 
   async #record(task: Task, settled: readonly Settled[]): Promise<void> {
@@ -463,6 +511,21 @@ export class JobRunner implements EffectSink {
       clearTimeout(timer);
     }
   }
+}
+
+/** A job whose outcome an earlier attempt recorded: done, or failed for good, as recorded. */
+function settledFrom(job: Job<JobData>, recorded: { type: string }): Settled {
+  if (recorded.type === outcomeType(job.data, 'done')) {
+    return { job, ok: true, output: null, recorded: true };
+  }
+  return {
+    job,
+    ok: false,
+    error: { message: `the outcome ${recorded.type} was recorded by an earlier attempt` },
+    final: true,
+    retryable: false,
+    recorded: true,
+  };
 }
 
 /**
