@@ -2,7 +2,9 @@ import { PgBoss } from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withTransaction } from '../src/db/index.ts';
 import type { Engine } from '../src/engine/index.ts';
+import { sweepDeadLetters } from '../src/jobs/dead-letters.ts';
 import type { Handler, JobData } from '../src/jobs/index.ts';
+import { createLogger } from '../src/shared/logger.ts';
 import {
   type AttemptRecord,
   attemptsOf,
@@ -250,46 +252,105 @@ describe('handler jobs', () => {
     expect(events[1]!.data).toEqual({ message: 'card declined' });
   });
 
-  it('an outcome that cannot be recorded on the last attempt travels in the dead letter, and the sweep records it once Postgres takes it', async () => {
-    // The outcome store refuses this one entity's outcome, as a failing disk or a broken
-    // constraint would; the other jobs of its batch are recorded one by one.
+  it('an outcome that cannot be recorded on the last attempt travels in the dead letter, and the sweep records it once Postgres takes it, one refused outcome not holding back another', async () => {
+    // The outcome store refuses these entities' outcomes, as a failing disk or a broken
+    // constraint would; the other jobs of their batches are recorded one by one.
     await t.pool.query(`
+      create table public.refused_outcomes (entity_id text primary key);
+      insert into public.refused_outcomes values ('unrec-1'), ('unrec-2');
       create function public.refuse_outcome() returns trigger language plpgsql as $$
       begin
-        if new.entity_id = 'unrec-1' and new.type = 'singleShot.done' then
+        if new.type = 'singleShot.done'
+           and exists (select 1 from public.refused_outcomes r where r.entity_id = new.entity_id) then
           raise exception 'outcome store unavailable (test)';
         end if;
         return new;
       end $$;
       create trigger refuse_outcome before insert on events
         for each row execute function public.refuse_outcome()`);
+    const takeOutcomesOf = (entityId: string) =>
+      t.pool.query('delete from public.refused_outcomes where entity_id = $1', [entityId]);
     try {
-      await start(t, 'unrec-1', 'singleShot', null);
-      const [dead] = await waitFor('the dead letter', async () => {
-        const letters = await deadLetters('singleShot', 'unrec-1');
-        return letters.length > 0 ? letters : undefined;
-      });
-      expect(dead).toBeDefined();
-      const { rows } = await t.pool.query<{ output: unknown }>(
-        'select source_output as output from pgboss.job where id = $1',
-        [dead!.id],
-      );
-      expect(rows[0]!.output).toMatchObject({ unrecorded: 'done', output: { shotAt: 1 } });
-      expect((await eventsOf(t, 'unrec-1')).map((e) => e.type)).toEqual(['singleShot.start']);
-    } finally {
-      await t.pool.query('drop trigger refuse_outcome on events; drop function public.refuse_outcome()');
-    }
+      for (const entityId of ['unrec-1', 'unrec-2']) {
+        await start(t, entityId, 'singleShot', null);
+        const [dead] = await waitFor(`the dead letter of ${entityId}`, async () => {
+          const letters = await deadLetters('singleShot', entityId);
+          return letters.length > 0 ? letters : undefined;
+        });
+        const { rows } = await t.pool.query<{ output: unknown }>(
+          'select source_output as output from pgboss.job where id = $1',
+          [dead!.id],
+        );
+        expect(rows[0]!.output).toMatchObject({ unrecorded: 'done', output: { shotAt: 1 } });
+        expect((await eventsOf(t, entityId)).map((e) => e.type)).toEqual(['singleShot.start']);
+      }
 
-    const events = await eventsOnceThere(t, 'unrec-1', 'singleShot.done');
-    expect(events.map((e) => e.type)).toEqual(['singleShot.start', 'singleShot.done']);
-    expect(events[1]!.data).toEqual({ shotAt: 1 });
-    // Recorded from the dead letter: the handler ran once.
+      // unrec-2's outcome is still refused; unrec-1's is recorded all the same.
+      await takeOutcomesOf('unrec-1');
+      const events = await eventsOnceThere(t, 'unrec-1', 'singleShot.done');
+      expect(events.map((e) => e.type)).toEqual(['singleShot.start', 'singleShot.done']);
+      expect(events[1]!.data).toEqual({ shotAt: 1 });
+      expect((await eventsOf(t, 'unrec-2')).map((e) => e.type)).toEqual(['singleShot.start']);
+
+      await takeOutcomesOf('unrec-2');
+      await eventsOnceThere(t, 'unrec-2', 'singleShot.done');
+    } finally {
+      await t.pool.query(
+        'drop trigger refuse_outcome on events; drop function public.refuse_outcome(); drop table public.refused_outcomes',
+      );
+    }
+    // Recorded from the dead letters: each handler ran once.
     expect(attemptsOf('unrec-1').map((a) => a.attempt)).toEqual([1]);
+    expect(attemptsOf('unrec-2').map((a) => a.attempt)).toEqual([1]);
     await waitFor(
       'the machine to apply the outcome',
       async () => (await outcomesInContext('unrec-1'))?.length,
     );
     expect(await outcomesInContext('unrec-1')).toEqual([{ type: 'singleShot.done', data: { shotAt: 1 } }]);
+  });
+
+  it('the dead-letter sweep leaves alone a dead letter an operator holds (a redrive or retry in progress)', async () => {
+    await t.pool.query(`
+      create function public.refuse_outcome() returns trigger language plpgsql as $$
+      begin
+        if new.entity_id = 'held-1' and new.type = 'singleShot.done' then
+          raise exception 'outcome store unavailable (test)';
+        end if;
+        return new;
+      end $$;
+      create trigger refuse_outcome before insert on events
+        for each row execute function public.refuse_outcome()`);
+    let deadId: string;
+    try {
+      await start(t, 'held-1', 'singleShot', null);
+      const [dead] = await waitFor('the dead letter', async () => {
+        const letters = await deadLetters('singleShot', 'held-1');
+        return letters.length > 0 ? letters : undefined;
+      });
+      deadId = dead!.id;
+    } finally {
+      await t.pool.query('drop trigger refuse_outcome on events; drop function public.refuse_outcome()');
+    }
+    const operator = await t.pool.connect();
+    try {
+      await operator.query('begin');
+      await operator.query('select 1 from pgboss.job where id = $1 for update', [deadId]);
+      const swept = await sweepDeadLetters(
+        t.pool,
+        'pgboss',
+        ['statehouse.singleShot.dead'],
+        engine.jobs.outcomes,
+        true,
+        createLogger('silent'),
+      );
+      expect(swept).toEqual({ settled: 0, complete: true });
+      expect((await eventsOf(t, 'held-1')).map((e) => e.type)).toEqual(['singleShot.start']);
+    } finally {
+      await operator.query('rollback');
+      operator.release();
+    }
+    // Let go, it is settled by the next pass (this process's own, every few seconds).
+    await eventsOnceThere(t, 'held-1', 'singleShot.done');
   });
 
   it('input that fails the handler’s schema fails the job without running the handler or retrying', async () => {

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { quoteIdent, withTransaction } from '../db/index.ts';
+import type { Logger } from '../shared/logger.ts';
 import { isDuplicateMessageError } from '../store/index.ts';
 import type { JobOutcome, OutcomeRecorder } from './outcomes.ts';
 import { type JobData, OUTCOME_ID_PREFIX } from './queues.ts';
@@ -24,6 +25,7 @@ export async function sweepDeadLetters(
   outcomes: OutcomeRecorder,
   /** Look at every dead letter, not only recent ones. */
   full: boolean,
+  log: Logger,
 ): Promise<{ settled: number; complete: boolean }> {
   if (deadLetterQueues.length === 0) return { settled: 0, complete: true };
   return withTransaction(
@@ -44,15 +46,50 @@ export async function sweepDeadLetters(
            -- Outcomes recorded before outcome ids were per job were keyed by the idempotency key.
            and not exists (select 1 from events e where e.message_id = $4 || (d.data->>'key'))
          order by d.created_on
-         limit $2`,
+         limit $2
+         -- An operator redriving or retrying one of them holds it: theirs to settle.
+         for update of d skip locked`,
         [deadLetterQueues, SWEEP_LIMIT, full, OUTCOME_ID_PREFIX],
       );
-      if (rows.length > 0) await outcomes.record(client, rows.map(outcomeOf));
+      const failed = await recordEach(client, rows.map(outcomeOf), outcomes, log);
       // Fewer than asked for: nothing older is left unsettled.
-      return { settled: rows.length, complete: rows.length < SWEEP_LIMIT };
+      return { settled: rows.length - failed, complete: rows.length < SWEEP_LIMIT && failed === 0 };
     },
     { alsoRetry: isDuplicateMessageError },
   );
+}
+
+/**
+ * Records the outcomes together, or, when that fails, each on its own (a savepoint each),
+ * so one that Postgres refuses does not hold back the others. Returns how many failed.
+ */
+async function recordEach(
+  client: pg.ClientBase,
+  all: readonly JobOutcome[],
+  outcomes: OutcomeRecorder,
+  log: Logger,
+): Promise<number> {
+  if (all.length === 0) return 0;
+  const attempt = async (batch: readonly JobOutcome[]) => {
+    await client.query('savepoint sweep_record');
+    try {
+      await outcomes.record(client, batch);
+      await client.query('release savepoint sweep_record');
+      return true;
+    } catch (error) {
+      await client.query('rollback to savepoint sweep_record');
+      // A worker recorded the same outcome meanwhile: the whole pass runs again and skips it.
+      if (isDuplicateMessageError(error)) throw error;
+      if (batch.length === 1) {
+        log.error({ err: error, jobId: batch[0]!.jobId }, 'could not record the outcome of a dead letter');
+      }
+      return false;
+    }
+  };
+  if (await attempt(all)) return 0;
+  let failed = 0;
+  for (const one of all) if (!(await attempt([one]))) failed++;
+  return failed;
 }
 
 /**

@@ -217,11 +217,18 @@ export class JobOperations {
           `job ${id} is ${job.state}; only a failed or cancelled job can be retried${job.state === 'created' || job.state === 'retry' ? ' (a pending one can be cancelled)' : ''}`,
         );
       }
+      // Its dead letter, held first: the dead-letter sweep then leaves it alone, or has
+      // recorded its outcome already, which #rerun then sees.
+      const deadLetter = [deadLetterQueueName(job.data.handler, job.data.kind), id];
+      await client.query(
+        `select 1 from ${this.#schema}.job where name = $1 and source_id = $2::uuid and state = 'created' for update`,
+        deadLetter,
+      );
       const newJobId = await this.#rerun(client, job, id, options);
-      // Its dead letter would otherwise let the same work be redriven a second time.
+      // It would otherwise let the same work be redriven a second time.
       await client.query(
         `delete from ${this.#schema}.job where name = $1 and source_id = $2::uuid and state = 'created'`,
-        [deadLetterQueueName(job.data.handler, job.data.kind), id],
+        deadLetter,
       );
       await this.#record(client, job.data, 'statehouse.job.retried', {
         jobId: id,

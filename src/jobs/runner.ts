@@ -253,6 +253,7 @@ export class JobRunner implements EffectSink {
             queues,
             this.#outcomes,
             full,
+            log,
           );
           if (complete) full = false;
           if (settled > 0) log.warn({ settled }, 'recorded the outcome of dead letters that had none');
