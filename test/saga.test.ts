@@ -81,6 +81,28 @@ describe('saga compensation and job operations', () => {
     expect(rows[0]).toEqual({ saga_state: null });
   });
 
+  it('a compensable step that completes after its saga was compensated is undone then, not left in place', async () => {
+    controls.paymentFails.add('t-9');
+    await request('t-9', 'rush.requested');
+    // The payment failed for good while the seat was still being booked: nothing to undo yet.
+    await reaches('t-9', 'cancelled');
+    expect(await history('t-9')).toContain('saga.compensated');
+    const answer = await waitFor('the seat booking to be running', async () =>
+      controls.seatAnswers.get('t-9'),
+    );
+    answer();
+
+    await waitFor('the late seat to be undone', async () => undone.includes('bookSeat:t-9') || undefined);
+    const events = await waitFor('the second saga.compensated', async () => {
+      const types = await history('t-9');
+      return types.filter((type) => type === 'saga.compensated').length === 2 ? types : undefined;
+    });
+    expect(events.slice(-3)).toEqual(['bookSeat.done', 'bookSeat.compensated', 'saga.compensated']);
+    expect(undone.filter((u) => u === 'bookSeat:t-9')).toHaveLength(1);
+    const { rows } = await t.pool.query("select saga_state, status from entities where entity_id = 't-9'");
+    expect(rows[0]).toEqual({ saga_state: null, status: 'done' });
+  });
+
   it('will not rerun a step of an entity that is done unless forced: its machine would ignore the outcome', async () => {
     const [payment] = await engine.operations.list({ entityId: 't-1', handler: 'payTrip', state: 'failed' });
     await expect(engine.operations.retry(payment!.id)).rejects.toThrow(

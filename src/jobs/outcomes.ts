@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { EventSource } from '../store/index.ts';
 import { appendEvents } from '../store/index.ts';
 import { type JobData, outcomeMessageId, outcomeType } from './queues.ts';
-import { onCompensationOutcome, recordSagaSteps, type SagaDeps } from './saga.ts';
+import { onCompensationOutcome, recordSagaSteps, type SagaDeps, undoIfSagaOver } from './saga.ts';
 
 /** How one job ended, about to become its entity's next event. */
 export interface JobOutcome {
@@ -68,12 +68,19 @@ export class OutcomeRecorder {
       return event && followUp ? [{ outcome, event, followUp }] : [];
     });
     // New steps first, in one statement: a saga moving on in the same batch sees them.
+    const steps = recorded.filter(({ followUp }) => followUp === 'step');
     await recordSagaSteps(
       client,
-      recorded.flatMap(({ outcome, followUp }) =>
-        followUp === 'step' ? [{ data: outcome.data, result: outcome.payload }] : [],
-      ),
+      steps.map(({ outcome }) => ({ data: outcome.data, result: outcome.payload })),
     );
+    for (const { outcome, event } of steps) {
+      await undoIfSagaOver(
+        client,
+        outcome.data,
+        { position: event.position, version: event.version, type: outcomeType(outcome.data, 'done') },
+        this.#saga,
+      );
+    }
     for (const { outcome, event, followUp } of recorded) {
       const { data } = outcome;
       if (followUp !== 'saga' || !data.saga) continue;

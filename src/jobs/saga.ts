@@ -77,6 +77,31 @@ export async function startCompensation(
 }
 
 /**
+ * A compensable run that completes after its saga was compensated (it was still running,
+ * or waiting to retry, when the machine called `compensateCompleted()`) would otherwise
+ * never be undone: the saga starts again for it. A run the machine started after the saga
+ * ended (its cause comes after `saga.compensated`) is a step of a saga still to come.
+ * A saga compensating or waiting for an operator picks the new step up by itself.
+ */
+export async function undoIfSagaOver(
+  client: pg.ClientBase,
+  step: JobData,
+  cause: Cause,
+  deps: SagaDeps,
+): Promise<void> {
+  const entity = { machine: step.machine, entityId: step.entityId };
+  const { rows } = await client.query<{ over: boolean }>(
+    `select exists (
+       select 1 from events
+       where machine = $1 and entity_id = $2 and type = 'saga.compensated' and source = 'engine'
+         and version > $3
+     ) as over`,
+    [entity.machine, entity.entityId, step.causedBy.version],
+  );
+  if (rows[0]?.over) await startCompensation(client, entity, cause, deps);
+}
+
+/**
  * Moves the saga on after one compensation's outcome was recorded (`cause` is that outcome
  * event). Only the undo the saga waits for moves it: an outcome for a step that is not
  * being compensated (a stale job's, one the dead-letter sweep settled while an operator
