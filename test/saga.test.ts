@@ -4,7 +4,7 @@ import { withTransaction } from '../src/db/index.ts';
 import type { Engine } from '../src/engine/index.ts';
 import { listEntities } from '../src/entities/index.ts';
 import type { Handler, JobData } from '../src/jobs/index.ts';
-import { controls, handlers, undone, workflows } from './fixtures/saga-app.ts';
+import { bookSeat, controls, handlers, payTrip, undone, workflows } from './fixtures/saga-app.ts';
 import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
 import { entityRow, eventTypes } from './helpers/orders.ts';
 
@@ -230,5 +230,75 @@ describe('saga compensation and job operations', () => {
     expect(rows[0]!.data.message).toMatch(/customer withdrew/);
     expect((await engine.operations.get(pending!.id)).state).toBe('cancelled');
     await expect(engine.operations.cancel(pending!.id)).rejects.toThrow(/only a job that has not started/);
+  });
+});
+
+/** A saga stopped at a step no engine could undo, resumed by an engine that can. */
+describe('a compensation no engine has', () => {
+  let t: TestContext;
+  beforeAll(async () => {
+    t = await createTestContext();
+  });
+  afterAll(() => t.cleanup());
+
+  const asHandlers = (list: readonly unknown[]) => list as unknown as Handler<never, unknown>[];
+  const trip = (tripId: string) => entityRow(t.pool, tripId, 'trip');
+
+  it('stops the saga with HANDLER_NOT_FOUND; an engine started with it resumes the saga at that step', async () => {
+    // The dispatcher knows every handler; the only job worker runs bookSeat without its
+    // compensation (an engine of an older release, say).
+    await t.startEngine({ workflows, handlers: asHandlers(handlers), parts: { jobs: false } });
+    const { compensate: _, ...seatWithoutUndo } = bookSeat;
+    const older = await t.startEngine({
+      workflows,
+      handlers: asHandlers([seatWithoutUndo, payTrip]),
+      parts: { ingest: false, dispatch: false, outbox: false },
+    });
+    controls.paymentFails.add('t-30');
+    await t.publish(t.subject('trips.t-30.rush'), { type: 'rush.requested', data: null });
+    await waitFor(
+      'the saga to end with nothing to undo',
+      async () => (await eventTypes(t.pool, 't-30', 'trip')).includes('saga.compensated') || undefined,
+    );
+    const answer = await waitFor('the seat booking to be running', async () =>
+      controls.seatAnswers.get('t-30'),
+    );
+    answer();
+    const stopped = await waitFor('the saga to stop at the seat', async () => {
+      const row = await trip('t-30');
+      return row?.status === 'needs-attention' ? row : undefined;
+    });
+    expect(stopped.state).toBe('cancelled');
+    const { rows: steps } = await t.pool.query<{ status: string; error: { code: string; message: string } }>(
+      "select status, error from saga_steps where entity_id = 't-30'",
+    );
+    expect(steps).toHaveLength(1);
+    expect(steps[0]).toMatchObject({ status: 'compensation-failed', error: { code: 'HANDLER_NOT_FOUND' } });
+    expect(steps[0]!.error.message).toMatch(/register it and restart the engine/);
+    expect(undone).not.toContain('bookSeat:t-30');
+
+    await older.stop();
+    await t.startEngine({
+      workflows,
+      handlers: asHandlers(handlers),
+      parts: { ingest: false, dispatch: false, outbox: false },
+    });
+    await waitFor('the seat to be undone', async () => undone.includes('bookSeat:t-30') || undefined);
+    const types = await waitFor('the saga to end', async () => {
+      const list = await eventTypes(t.pool, 't-30', 'trip');
+      return list.filter((type) => type === 'saga.compensated').length === 2 ? list : undefined;
+    });
+    expect(types.slice(-5)).toEqual([
+      'bookSeat.done',
+      'saga.compensationFailed',
+      'statehouse.saga.resumed',
+      'bookSeat.compensated',
+      'saga.compensated',
+    ]);
+    await waitFor('the entity to be done', async () =>
+      (await trip('t-30'))?.status === 'done' ? true : undefined,
+    );
+    const { rows } = await t.pool.query("select status from saga_steps where entity_id = 't-30'");
+    expect(rows).toEqual([{ status: 'compensated' }]);
   });
 });

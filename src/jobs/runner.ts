@@ -23,7 +23,7 @@ import {
   queueName,
   wakeWorkers,
 } from './queues.ts';
-import { startCompensation } from './saga.ts';
+import { resumeStepsMissingHandlers, startCompensation } from './saga.ts';
 
 export interface JobRunnerOptions {
   databaseUrl: string;
@@ -210,6 +210,7 @@ export class JobRunner implements EffectSink {
       }
       this.#loops.set(task.queue, loops);
     }
+    await this.#resumeStalledSagas();
     this.#wakeListener = new Listener(databaseUrl, wakeChannel, (queue) => this.#wake(queue), log);
     this.#wakeListener.start();
     this.#sweep = this.#sweepLoop();
@@ -229,6 +230,23 @@ export class JobRunner implements EffectSink {
       const idle = loops.find((loop) => !loop.busy);
       if (idle) this.#boss.notifyWorker(idle.id);
       else for (const loop of loops) this.#boss.notifyWorker(loop.id);
+    }
+  }
+
+  /** Resumes sagas that stopped because no engine had a compensation this one has. */
+  async #resumeStalledSagas(): Promise<void> {
+    const { pool, log } = this.#options;
+    const undoable = [...this.#tasks.values()]
+      .filter((t) => t.kind === 'compensate')
+      .map((t) => t.handler.name);
+    try {
+      const resumed = await withTransaction(pool, (client) =>
+        resumeStepsMissingHandlers(client, undoable, this.#outcomes.saga),
+      );
+      if (resumed > 0) log.warn({ resumed }, 'resumed sagas stopped at a compensation no engine had');
+    } catch (error) {
+      // Not a reason to refuse to start: the next start tries again.
+      log.error({ err: error }, 'could not resume sagas stopped at a missing compensation');
     }
   }
 

@@ -190,7 +190,7 @@ async function compensateNext(
       {
         name: 'HandlerNotFound',
         code: 'HANDLER_NOT_FOUND',
-        message: `handler "${step.handler}" with a compensate function is not registered in this engine; register it, then retry the saga's step`,
+        message: `handler "${step.handler}" with a compensate function is not registered in this engine; register it and restart the engine: the saga resumes at this step`,
       },
       deps,
     );
@@ -200,7 +200,18 @@ async function compensateNext(
     `update saga_steps set status = 'compensating', updated_at = now() where step_key = $1`,
     [step.stepKey],
   );
-  await deps.enqueueCompensation(client, {
+  await enqueueUndo(client, entity, step, cause, deps);
+}
+
+interface StepRow {
+  stepKey: string;
+  handler: string;
+  input: unknown;
+  result: unknown;
+}
+
+function enqueueUndo(client: pg.ClientBase, entity: Entity, step: StepRow, cause: Cause, deps: SagaDeps) {
+  return deps.enqueueCompensation(client, {
     machine: entity.machine,
     entityId: entity.entityId,
     handler: step.handler,
@@ -211,6 +222,66 @@ async function compensateNext(
     causedBy: cause,
     saga: { stepKey: step.stepKey },
   });
+}
+
+/**
+ * Sagas stopped at a step whose compensation no engine could run (HANDLER_NOT_FOUND), for
+ * `handlers` that this engine now has: each such step is undone again, and its entity's
+ * history gets `statehouse.saga.resumed`. Run when the job runner starts, so registering
+ * the compensation and restarting is all it takes. Returns how many steps were resumed.
+ */
+export async function resumeStepsMissingHandlers(
+  client: pg.ClientBase,
+  handlers: readonly string[],
+  deps: SagaDeps,
+): Promise<number> {
+  if (handlers.length === 0) return 0;
+  const { rows: stalled } = await client.query<StepRow & Entity>(
+    `select step_key as "stepKey", machine, entity_id as "entityId", handler, input, result
+     from saga_steps
+     where status = 'compensation-failed' and error ->> 'code' = 'HANDLER_NOT_FOUND' and handler = any($1)
+     order by seq`,
+    [handlers],
+  );
+  let resumed = 0;
+  for (const step of stalled) {
+    const entity = { machine: step.machine, entityId: step.entityId };
+    // The entity first, as every saga change takes it; then the step, still stalled?
+    await client.query('select 1 from entities where machine = $1 and entity_id = $2 for update', [
+      entity.machine,
+      entity.entityId,
+    ]);
+    const { rowCount } = await client.query(
+      `update saga_steps set status = 'compensating', updated_at = now()
+       where step_key = $1 and status = 'compensation-failed'`,
+      [step.stepKey],
+    );
+    if (rowCount === 0) continue;
+    await client.query(
+      `update entities set saga_state = 'compensating' where machine = $1 and entity_id = $2`,
+      [entity.machine, entity.entityId],
+    );
+    const { appended } = await appendCaused(
+      client,
+      {
+        ...entity,
+        type: 'statehouse.saga.resumed',
+        data: { handler: step.handler, stepKey: step.stepKey },
+        source: 'engine',
+      },
+      { notifyChannel: deps.notifyChannel },
+    );
+    const event = appended[0]!;
+    await enqueueUndo(
+      client,
+      entity,
+      step,
+      { position: event.position, version: event.version, type: 'statehouse.saga.resumed' },
+      deps,
+    );
+    resumed++;
+  }
+  return resumed;
 }
 
 async function failStep(
