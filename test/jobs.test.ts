@@ -309,6 +309,33 @@ describe('handler jobs', () => {
     expect(await outcomesInContext('unrec-1')).toEqual([{ type: 'singleShot.done', data: { shotAt: 1 } }]);
   });
 
+  it('a job waiting to retry after a success that could not be recorded is not cancelled: the entity would hear of a failure', async () => {
+    await t.pool.query(`
+      create function public.refuse_outcome() returns trigger language plpgsql as $$
+      begin
+        if new.entity_id = 'unrec-9' and new.type = 'strictCharge.done' then
+          raise exception 'outcome store unavailable (test)';
+        end if;
+        return new;
+      end $$;
+      create trigger refuse_outcome before insert on events
+        for each row execute function public.refuse_outcome()`);
+    try {
+      await start(t, 'unrec-9', 'strictCharge', { amountCents: 700 });
+      const [waiting] = await waitFor('the job to wait for its retry', async () => {
+        const jobs = await engine.operations.list({ entityId: 'unrec-9', handler: 'strictCharge' });
+        return jobs.some((j) => j.state === 'retry') ? jobs : undefined;
+      });
+      await expect(engine.operations.cancel(waiting!.id)).rejects.toThrow(
+        /already did its work.*records it, so it is not cancelled/,
+      );
+    } finally {
+      await t.pool.query('drop trigger refuse_outcome on events; drop function public.refuse_outcome()');
+    }
+    const events = await eventsOnceThere(t, 'unrec-9', 'strictCharge.done');
+    expect(events.map((e) => e.type)).toEqual(['strictCharge.start', 'strictCharge.done']);
+  });
+
   it('the dead-letter sweep leaves alone a dead letter an operator holds (a redrive or retry in progress)', async () => {
     await t.pool.query(`
       create function public.refuse_outcome() returns trigger language plpgsql as $$

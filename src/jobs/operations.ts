@@ -348,6 +348,13 @@ export class JobOperations {
           `job ${id} undoes a step of ${job.data.machine} ${job.data.entityId}'s saga, which cannot finish without it; let it run (or fail and be retried)`,
         );
       }
+      if ((job.output as { unrecorded?: unknown } | null)?.unrecorded === 'done') {
+        // Cancelling would tell the entity it failed while its side effect happened.
+        throw new StatehouseError(
+          'JOB_STATE_INVALID',
+          `job ${id} already did its work (its last attempt succeeded, but the outcome could not be recorded); its next attempt runs under the same idempotency key and records it, so it is not cancelled`,
+        );
+      }
       await this.#boss.cancel(job.queue, id, { db: dbOf(client) });
       await this.#record(client, job.data, 'statehouse.job.cancelled', { jobId: id, ...reason(options) });
       await this.#outcomes.record(client, [
