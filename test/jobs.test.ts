@@ -43,6 +43,33 @@ function eventsOnceThere(t: TestContext, entityId: string, type: string, timeout
   );
 }
 
+/**
+ * Makes Postgres refuse to store `type` events of the given entities, as a failing disk or
+ * a broken constraint would, until `allow` lets one through or `remove` drops the trigger.
+ */
+async function refuseOutcomes(t: TestContext, type: string, entityIds: string[]) {
+  await t.pool.query(`
+    create table public.refused_outcomes (entity_id text not null, type text not null);
+    create function public.refuse_outcome() returns trigger language plpgsql as $$
+    begin
+      if exists (select 1 from public.refused_outcomes r where r.entity_id = new.entity_id and r.type = new.type) then
+        raise exception 'outcome store unavailable (test)';
+      end if;
+      return new;
+    end $$;
+    create trigger refuse_outcome before insert on events
+      for each row execute function public.refuse_outcome()`);
+  await t.pool.query('insert into public.refused_outcomes select unnest($1::text[]), $2', [entityIds, type]);
+  return {
+    allow: (entityId: string) =>
+      t.pool.query('delete from public.refused_outcomes where entity_id = $1', [entityId]),
+    remove: () =>
+      t.pool.query(
+        'drop trigger refuse_outcome on events; drop function public.refuse_outcome(); drop table public.refused_outcomes',
+      ),
+  };
+}
+
 const start = (t: TestContext, entityId: string, handler: string, data: unknown) =>
   t.publish(t.subject(`jobs.${entityId}.start`), { type: `${handler}.start`, data }, { id: entityId });
 
@@ -253,23 +280,8 @@ describe('handler jobs', () => {
   });
 
   it('an outcome that cannot be recorded on the last attempt travels in the dead letter, and the sweep records it once Postgres takes it, one refused outcome not holding back another', async () => {
-    // The outcome store refuses these entities' outcomes, as a failing disk or a broken
-    // constraint would; the other jobs of their batches are recorded one by one.
-    await t.pool.query(`
-      create table public.refused_outcomes (entity_id text primary key);
-      insert into public.refused_outcomes values ('unrec-1'), ('unrec-2');
-      create function public.refuse_outcome() returns trigger language plpgsql as $$
-      begin
-        if new.type = 'singleShot.done'
-           and exists (select 1 from public.refused_outcomes r where r.entity_id = new.entity_id) then
-          raise exception 'outcome store unavailable (test)';
-        end if;
-        return new;
-      end $$;
-      create trigger refuse_outcome before insert on events
-        for each row execute function public.refuse_outcome()`);
-    const takeOutcomesOf = (entityId: string) =>
-      t.pool.query('delete from public.refused_outcomes where entity_id = $1', [entityId]);
+    // The other jobs of their batches are recorded one by one.
+    const refused = await refuseOutcomes(t, 'singleShot.done', ['unrec-1', 'unrec-2']);
     try {
       for (const entityId of ['unrec-1', 'unrec-2']) {
         await start(t, entityId, 'singleShot', null);
@@ -286,18 +298,16 @@ describe('handler jobs', () => {
       }
 
       // unrec-2's outcome is still refused; unrec-1's is recorded all the same.
-      await takeOutcomesOf('unrec-1');
+      await refused.allow('unrec-1');
       const events = await eventsOnceThere(t, 'unrec-1', 'singleShot.done');
       expect(events.map((e) => e.type)).toEqual(['singleShot.start', 'singleShot.done']);
       expect(events[1]!.data).toEqual({ shotAt: 1 });
       expect((await eventsOf(t, 'unrec-2')).map((e) => e.type)).toEqual(['singleShot.start']);
 
-      await takeOutcomesOf('unrec-2');
+      await refused.allow('unrec-2');
       await eventsOnceThere(t, 'unrec-2', 'singleShot.done');
     } finally {
-      await t.pool.query(
-        'drop trigger refuse_outcome on events; drop function public.refuse_outcome(); drop table public.refused_outcomes',
-      );
+      await refused.remove();
     }
     // Recorded from the dead letters: each handler ran once.
     expect(attemptsOf('unrec-1').map((a) => a.attempt)).toEqual([1]);
@@ -310,16 +320,7 @@ describe('handler jobs', () => {
   });
 
   it('a job waiting to retry after a success that could not be recorded is not cancelled: the entity would hear of a failure', async () => {
-    await t.pool.query(`
-      create function public.refuse_outcome() returns trigger language plpgsql as $$
-      begin
-        if new.entity_id = 'unrec-9' and new.type = 'strictCharge.done' then
-          raise exception 'outcome store unavailable (test)';
-        end if;
-        return new;
-      end $$;
-      create trigger refuse_outcome before insert on events
-        for each row execute function public.refuse_outcome()`);
+    const refused = await refuseOutcomes(t, 'strictCharge.done', ['unrec-9']);
     try {
       await start(t, 'unrec-9', 'strictCharge', { amountCents: 700 });
       const [waiting] = await waitFor('the job to wait for its retry', async () => {
@@ -330,23 +331,14 @@ describe('handler jobs', () => {
         /already did its work.*records it, so it is not cancelled/,
       );
     } finally {
-      await t.pool.query('drop trigger refuse_outcome on events; drop function public.refuse_outcome()');
+      await refused.remove();
     }
     const events = await eventsOnceThere(t, 'unrec-9', 'strictCharge.done');
     expect(events.map((e) => e.type)).toEqual(['strictCharge.start', 'strictCharge.done']);
   });
 
   it('the dead-letter sweep leaves alone a dead letter an operator holds (a redrive or retry in progress)', async () => {
-    await t.pool.query(`
-      create function public.refuse_outcome() returns trigger language plpgsql as $$
-      begin
-        if new.entity_id = 'held-1' and new.type = 'singleShot.done' then
-          raise exception 'outcome store unavailable (test)';
-        end if;
-        return new;
-      end $$;
-      create trigger refuse_outcome before insert on events
-        for each row execute function public.refuse_outcome()`);
+    const refused = await refuseOutcomes(t, 'singleShot.done', ['held-1']);
     let deadId: string;
     try {
       await start(t, 'held-1', 'singleShot', null);
@@ -356,7 +348,7 @@ describe('handler jobs', () => {
       });
       deadId = dead!.id;
     } finally {
-      await t.pool.query('drop trigger refuse_outcome on events; drop function public.refuse_outcome()');
+      await refused.remove();
     }
     const operator = await t.pool.connect();
     try {
