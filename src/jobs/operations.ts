@@ -348,6 +348,16 @@ export class JobOperations {
           `job ${id} undoes a step of ${job.data.machine} ${job.data.entityId}'s saga, which cannot finish without it; let it run (or fail and be retried)`,
         );
       }
+      const { rows: recorded } = await client.query<{ type: string }>(
+        'select type from events where message_id = $1',
+        [outcomeMessageId(id)],
+      );
+      if (recorded[0]) {
+        throw new StatehouseError(
+          'JOB_STATE_INVALID',
+          `job ${id} already has its outcome (${recorded[0].type} is recorded; an attempt finished before its worker was lost), so it is not cancelled`,
+        );
+      }
       if ((job.output as { unrecorded?: unknown } | null)?.unrecorded === 'done') {
         // Cancelling would tell the entity it failed while its side effect happened.
         throw new StatehouseError(

@@ -409,10 +409,21 @@ export class JobRunner implements EffectSink {
   ): Promise<Map<string, { type: string; data: unknown }>> {
     const again = jobs.filter((job) => job.retryCount > 0);
     if (again.length === 0) return new Map();
-    const { rows } = await this.#options.pool.query<{ messageId: string; type: string; data: unknown }>(
-      'select message_id as "messageId", type, data from events where message_id = any($1::text[])',
-      [again.map((job) => outcomeMessageId(job.id))],
-    );
+    let rows: Array<{ messageId: string; type: string; data: unknown }>;
+    try {
+      ({ rows } = await this.#options.pool.query(
+        'select message_id as "messageId", type, data from events where message_id = any($1::text[])',
+        [again.map((job) => outcomeMessageId(job.id))],
+      ));
+    } catch (error) {
+      // Not worth failing the batch over: run them; an outcome recorded before is still
+      // not recorded twice.
+      this.#options.log.warn(
+        { err: error },
+        'could not look up earlier outcomes of retried jobs; running them',
+      );
+      return new Map();
+    }
     const byId = new Map(rows.map((row) => [row.messageId, row]));
     const found = new Map<string, { type: string; data: unknown }>();
     for (const job of again) {
