@@ -33,11 +33,12 @@ export async function recordSagaSteps(
 ): Promise<void> {
   if (steps.length === 0) return;
   await client.query(
-    `insert into saga_steps (step_key, machine, entity_id, handler, input, result)
-     select step_key, machine, entity_id, handler, coalesce(input, 'null'::jsonb), coalesce(result, 'null'::jsonb)
+    `insert into saga_steps (step_key, machine, entity_id, handler, input, result, planned_version)
+     select step_key, machine, entity_id, handler, coalesce(input, 'null'::jsonb), coalesce(result, 'null'::jsonb),
+            planned_version
      from rows from (jsonb_to_recordset($1::jsonb) as (
-       step_key text, machine text, entity_id text, handler text, input jsonb, result jsonb))
-       with ordinality as s(step_key, machine, entity_id, handler, input, result, ord)
+       step_key text, machine text, entity_id text, handler text, input jsonb, result jsonb, planned_version int))
+       with ordinality as s(step_key, machine, entity_id, handler, input, result, planned_version, ord)
      order by ord
      on conflict (step_key) do nothing`,
     [
@@ -49,6 +50,7 @@ export async function recordSagaSteps(
           handler: data.handler,
           input: data.input ?? null,
           result: result ?? null,
+          planned_version: data.causedBy.version,
         })),
       ),
     ],
@@ -65,12 +67,15 @@ export async function startCompensation(
   cause: Cause,
   deps: SagaDeps,
 ): Promise<void> {
-  // The status shows at once, also for machines without a `compensating` tag.
+  // It undoes what was planned before `cause`. A restart (see `undoIfSagaOver`) in progress
+  // becomes this saga: it widens to these steps and ends with `saga.compensated`. The status
+  // shows at once, also for machines without a `compensating` tag.
   const { rowCount } = await client.query(
-    `update entities set saga_state = 'compensating',
+    `update entities set saga_state = coalesce(saga_state, 'compensating'),
+            saga_before_version = $3, saga_is_restart = false,
             status = case when status = 'active' then 'compensating' else status end
-     where machine = $1 and entity_id = $2 and saga_state is null`,
-    [entity.machine, entity.entityId],
+     where machine = $1 and entity_id = $2 and (saga_state is null or saga_is_restart)`,
+    [entity.machine, entity.entityId, cause.version],
   );
   if (rowCount === 0) return;
   await compensateNext(client, entity, cause, deps);
@@ -90,15 +95,23 @@ export async function undoIfSagaOver(
   deps: SagaDeps,
 ): Promise<void> {
   const entity = { machine: step.machine, entityId: step.entityId };
-  const { rows } = await client.query<{ over: boolean }>(
-    `select exists (
-       select 1 from events
-       where machine = $1 and entity_id = $2 and type = 'saga.compensated' and source = 'engine'
-         and version > $3
-     ) as over`,
+  const { rows } = await client.query<{ endedAt: number | null }>(
+    `select min(version) as "endedAt" from events
+     where machine = $1 and entity_id = $2 and type = 'saga.compensated' and source = 'engine'
+       and version > $3`,
     [entity.machine, entity.entityId, step.causedBy.version],
   );
-  if (rows[0]?.over) await startCompensation(client, entity, cause, deps);
+  const endedAt = rows[0]?.endedAt;
+  if (endedAt === null || endedAt === undefined) return;
+  // Only what that saga should have undone; it ends quietly (the machine had its
+  // saga.compensated), and a saga running now picks the step up itself.
+  const { rowCount } = await client.query(
+    `update entities set saga_state = 'compensating', saga_before_version = $3, saga_is_restart = true
+     where machine = $1 and entity_id = $2 and saga_state is null`,
+    [entity.machine, entity.entityId, endedAt],
+  );
+  if (rowCount === 0) return;
+  await compensateNext(client, entity, cause, deps);
 }
 
 /**
@@ -164,21 +177,28 @@ async function compensateNext(
     input: unknown;
     result: unknown;
     status: string;
+    isRestart: boolean;
   }>(
-    `select step_key as "stepKey", handler, input, result, status from saga_steps
-     where machine = $1 and entity_id = $2 and status <> 'compensated'
-     order by seq desc`,
+    `select s.step_key as "stepKey", s.handler, s.input, s.result, s.status, e.saga_is_restart as "isRestart"
+     from entities e
+     left join saga_steps s
+       on s.machine = e.machine and s.entity_id = e.entity_id and s.status <> 'compensated'
+      and (s.planned_version is null or e.saga_before_version is null or s.planned_version < e.saga_before_version)
+     where e.machine = $1 and e.entity_id = $2
+     order by s.seq desc`,
     [entity.machine, entity.entityId],
   );
+  const steps = rows.filter((row) => row.stepKey !== null);
   // One chain at a time: while an undo runs or waits for an operator, nothing else starts.
-  if (rows.some((step) => step.status === 'compensating' || step.status === 'compensation-failed')) return;
-  const step = rows[0];
+  if (steps.some((step) => step.status === 'compensating' || step.status === 'compensation-failed')) return;
+  const step = steps[0];
   if (!step) {
-    await client.query(`update entities set saga_state = null where machine = $1 and entity_id = $2`, [
-      entity.machine,
-      entity.entityId,
-    ]);
-    await appendEngineEvent(client, entity, 'saga.compensated', deps, null);
+    await client.query(
+      `update entities set saga_state = null, saga_before_version = null, saga_is_restart = false
+       where machine = $1 and entity_id = $2`,
+      [entity.machine, entity.entityId],
+    );
+    if (!rows[0]?.isRestart) await appendEngineEvent(client, entity, 'saga.compensated', deps, null);
     return;
   }
   if (!deps.canCompensate(step.handler)) {
