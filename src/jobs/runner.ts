@@ -210,9 +210,9 @@ export class JobRunner implements EffectSink {
       }
       this.#loops.set(task.queue, loops);
     }
-    await this.#resumeStalledSagas();
     this.#wakeListener = new Listener(databaseUrl, wakeChannel, (queue) => this.#wake(queue), log);
     this.#wakeListener.start();
+    await this.#resumeStalledSagas();
     this.#sweep = this.#sweepLoop();
     this.#sweep.start();
   }
