@@ -37,23 +37,30 @@ export async function sweepDeadLetters(
       );
       // Another process sweeps now; this pass saw nothing.
       if (!lock[0]?.ok) return { settled: 0, complete: false };
+      const unsettled = `from ${quoteIdent(bossSchema)}.job d
+         where d.name = any($1::text[]) and d.state = 'created' and d.source_id is not null
+           and ($2 or d.created_on > now() - interval '${RECENT}')
+           and not exists (select 1 from events e where e.message_id = $3 || d.source_id::text)
+           -- Outcomes recorded before outcome ids were per job were keyed by the idempotency key.
+           and not exists (select 1 from events e where e.message_id = $3 || (d.data->>'key'))`;
+      const params = [deadLetterQueues, full, OUTCOME_ID_PREFIX];
       const { rows } = await client.query<{ sourceId: string; data: JobData; sourceOutput: unknown }>(
         `select d.source_id::text as "sourceId", d.data, d.source_output as "sourceOutput"
-         from ${quoteIdent(bossSchema)}.job d
-         where d.name = any($1::text[]) and d.state = 'created' and d.source_id is not null
-           and ($3 or d.created_on > now() - interval '${RECENT}')
-           and not exists (select 1 from events e where e.message_id = $4 || d.source_id::text)
-           -- Outcomes recorded before outcome ids were per job were keyed by the idempotency key.
-           and not exists (select 1 from events e where e.message_id = $4 || (d.data->>'key'))
+         ${unsettled}
          order by d.created_on
-         limit $2
+         limit ${SWEEP_LIMIT}
          -- An operator redriving or retrying one of them holds it: theirs to settle.
          for update of d skip locked`,
-        [deadLetterQueues, SWEEP_LIMIT, full, OUTCOME_ID_PREFIX],
+        params,
       );
       const failed = await recordEach(client, rows.map(outcomeOf), outcomes, log);
-      // Fewer than asked for: nothing older is left unsettled.
-      return { settled: rows.length - failed, complete: rows.length < SWEEP_LIMIT && failed === 0 };
+      // Complete when none is left: not one skipped (an operator's, whose transaction may
+      // yet roll back), refused, or beyond this pass's limit.
+      const { rows: left } = await client.query<{ any: boolean }>(
+        `select exists (select 1 ${unsettled}) as any`,
+        params,
+      );
+      return { settled: rows.length - failed, complete: !left[0]?.any };
     },
     { alsoRetry: isDuplicateMessageError },
   );
