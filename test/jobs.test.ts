@@ -304,6 +304,11 @@ describe('handler jobs', () => {
       expect(events[1]!.data).toEqual({ shotAt: 1 });
       expect((await eventsOf(t, 'unrec-2')).map((e) => e.type)).toEqual(['singleShot.start']);
 
+      // Its run succeeded: a redrive would only repeat it.
+      const [letter] = await deadLetters('singleShot', 'unrec-2');
+      await expect(engine.operations.redrive(letter!.id)).rejects.toThrow(
+        /carries the output of a run that succeeded.*nothing to run again/,
+      );
       await refused.allow('unrec-2');
       await eventsOnceThere(t, 'unrec-2', 'singleShot.done');
     } finally {

@@ -249,6 +249,13 @@ export class JobOperations {
           `job ${id} is not a waiting dead letter (it is ${job.state} in ${job.queue}); \`statehouse jobs list --state dead\` shows them`,
         );
       }
+      if ((job.output as { unrecorded?: unknown } | null)?.unrecorded === 'done') {
+        // Running it again would repeat a side effect whose result is known.
+        throw new StatehouseError(
+          'JOB_STATE_INVALID',
+          `dead letter ${id} carries the output of a run that succeeded but could not record it; the dead-letter sweep records it (every pass, until Postgres takes it), so there is nothing to run again`,
+        );
+      }
       const newJobId = await this.#rerun(
         client,
         { ...job, queue: queueName(job.data.handler, job.data.kind) },
