@@ -7,6 +7,7 @@ import type { Handler, JobData } from '../src/jobs/index.ts';
 import { bookSeat, controls, handlers, payTrip, undone, workflows } from './fixtures/saga-app.ts';
 import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
 import { entityRow, eventTypes } from './helpers/orders.ts';
+import { refuseOutcomes } from './helpers/refuse-outcomes.ts';
 
 /** Engine-driven compensation (`compensateCompleted()`) and the job operations, on real servers. */
 describe('saga compensation and job operations', () => {
@@ -137,6 +138,31 @@ describe('saga compensation and job operations', () => {
       "select saga_state, saga_before_version, status from entities where entity_id = 't-11'",
     );
     expect(entity[0]).toEqual({ saga_state: null, saga_before_version: null, status: 'done' });
+  });
+
+  it('an undo whose outcome Postgres refused on its last attempt is settled by the dead-letter sweep, and the saga carries on', async () => {
+    controls.paymentFails.add('t-12');
+    const refused = await refuseOutcomes(t, 'bookHotel.compensated', ['t-12']);
+    try {
+      await request('t-12');
+      await waitFor('the hotel undo to be dead-lettered', async () => {
+        const dead = await engine.operations.list({ entityId: 't-12', handler: 'bookHotel', state: 'dead' });
+        return dead.length > 0 || undefined;
+      });
+      // The saga waits for that undo: the flight is not undone yet.
+      expect(undone).not.toContain('bookFlight:t-12');
+    } finally {
+      await refused.remove();
+    }
+    const row = await reaches('t-12', 'cancelled');
+    expect(row.status).toBe('done');
+    expect((await history('t-12')).slice(-4)).toEqual([
+      'bookCar.compensated',
+      'bookHotel.compensated',
+      'bookFlight.compensated',
+      'saga.compensated',
+    ]);
+    expect(undone.filter((u) => u.endsWith(':t-12')).at(-1)).toBe('bookFlight:t-12');
   });
 
   it('will not rerun a step of an entity that is done unless forced: its machine would ignore the outcome', async () => {
