@@ -67,15 +67,16 @@ export async function startCompensation(
   cause: Cause,
   deps: SagaDeps,
 ): Promise<void> {
-  // It undoes what was planned before `cause`. A restart (see `undoIfSagaOver`) in progress
-  // becomes this saga: it widens to these steps and ends with `saga.compensated`. The status
-  // shows at once, also for machines without a `compensating` tag.
+  // It undoes every completed step not undone yet, those that complete while it runs too:
+  // everything planned before its saga.compensated. A restart (see `undoIfSagaOver`) in
+  // progress becomes this saga and ends with `saga.compensated`. The status shows at once,
+  // also for machines without a `compensating` tag.
   const { rowCount } = await client.query(
     `update entities set saga_state = coalesce(saga_state, 'compensating'),
-            saga_before_version = $3, saga_is_restart = false,
+            saga_before_version = null, saga_is_restart = false,
             status = case when status = 'active' then 'compensating' else status end
      where machine = $1 and entity_id = $2 and (saga_state is null or saga_is_restart)`,
-    [entity.machine, entity.entityId, cause.version],
+    [entity.machine, entity.entityId],
   );
   if (rowCount === 0) return;
   await compensateNext(client, entity, cause, deps);
@@ -103,15 +104,20 @@ export async function undoIfSagaOver(
   );
   const endedAt = rows[0]?.endedAt;
   if (endedAt === null || endedAt === undefined) return;
-  // Only what that saga should have undone; it ends quietly (the machine had its
-  // saga.compensated), and a saga running now picks the step up itself.
-  const { rowCount } = await client.query(
-    `update entities set saga_state = 'compensating', saga_before_version = $3, saga_is_restart = true
-     where machine = $1 and entity_id = $2 and saga_state is null`,
+  // Only steps planned before that saga.compensated, quietly (the machine had it). A restart
+  // running already widens to this step; a regular saga running takes every step anyway.
+  const { rows: started } = await client.query<{ fresh: boolean }>(
+    `with before as (
+       select saga_state, saga_is_restart from entities where machine = $1 and entity_id = $2 for update
+     )
+     update entities e set saga_state = coalesce(before.saga_state, 'compensating'),
+            saga_before_version = greatest(e.saga_before_version, $3), saga_is_restart = true
+     from before
+     where e.machine = $1 and e.entity_id = $2 and (before.saga_state is null or before.saga_is_restart)
+     returning before.saga_state is null as fresh`,
     [entity.machine, entity.entityId, endedAt],
   );
-  if (rowCount === 0) return;
-  await compensateNext(client, entity, cause, deps);
+  if (started[0]?.fresh) await compensateNext(client, entity, cause, deps);
 }
 
 /**
@@ -178,12 +184,20 @@ async function compensateNext(
     result: unknown;
     status: string;
     isRestart: boolean;
+    announce: boolean;
   }>(
-    `select s.step_key as "stepKey", s.handler, s.input, s.result, s.status, e.saga_is_restart as "isRestart"
+    `select s.step_key as "stepKey", s.handler, s.input, s.result, s.status, e.saga_is_restart as "isRestart",
+            -- A restart that told the machine of a failure tells it of the end too.
+            e.saga_is_restart and exists (
+              select 1 from events f
+              where f.machine = e.machine and f.entity_id = e.entity_id and f.type = 'saga.compensationFailed'
+                and f.source = 'engine' and f.version > e.saga_before_version
+            ) as "announce"
      from entities e
      left join saga_steps s
        on s.machine = e.machine and s.entity_id = e.entity_id and s.status <> 'compensated'
-      and (s.planned_version is null or e.saga_before_version is null or s.planned_version < e.saga_before_version)
+      -- A restart takes only steps it can place before its bound.
+      and (e.saga_before_version is null or s.planned_version < e.saga_before_version)
      where e.machine = $1 and e.entity_id = $2
      order by s.seq desc`,
     [entity.machine, entity.entityId],
@@ -198,7 +212,9 @@ async function compensateNext(
        where machine = $1 and entity_id = $2`,
       [entity.machine, entity.entityId],
     );
-    if (!rows[0]?.isRestart) await appendEngineEvent(client, entity, 'saga.compensated', deps, null);
+    if (!rows[0]?.isRestart || rows[0].announce) {
+      await appendEngineEvent(client, entity, 'saga.compensated', deps, null);
+    }
     return;
   }
   if (!deps.canCompensate(step.handler)) {
