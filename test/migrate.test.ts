@@ -56,6 +56,31 @@ describe('migrations', () => {
     }
   });
 
+  it('0006 upgrades a schema at 0005: saga steps learn the version that planned them from their key', async () => {
+    const schema = 'upgrade_0006';
+    const pool = createPool({ url: t.databaseUrl, schema, max: 2 });
+    try {
+      await migrate(pool, schema, readMigrations().slice(0, 5));
+      await pool.query(
+        `insert into saga_steps (step_key, machine, entity_id, handler, input, result) values
+           ('trip:t:1:4:0', 'trip', 't:1', 'bookFlight', 'null', 'null'),
+           ('trip:t-2:12:1', 'trip', 't-2', 'bookHotel', 'null', 'null'),
+           ('hand-made', 'trip', 't-3', 'bookCar', 'null', 'null')`,
+      );
+      await migrate(pool, schema);
+      const { rows } = await pool.query<{ step_key: string; planned_version: number | null }>(
+        'select step_key, planned_version from saga_steps order by step_key',
+      );
+      expect(rows).toEqual([
+        { step_key: 'hand-made', planned_version: null },
+        { step_key: 'trip:t-2:12:1', planned_version: 12 },
+        { step_key: 'trip:t:1:4:0', planned_version: 4 },
+      ]);
+    } finally {
+      await pool.end();
+    }
+  });
+
   it('refuse a database migrated by a newer statehouse', async () => {
     await t.pool.query("insert into statehouse.migrations (version, name) values (999, 'from_the_future')");
     await expect(migrate(t.pool, 'statehouse')).rejects.toMatchObject({ code: 'SCHEMA_TOO_NEW' });
