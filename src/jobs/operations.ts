@@ -218,10 +218,12 @@ export class JobOperations {
         );
       }
       // Its dead letter, held first: the dead-letter sweep then leaves it alone, or has
-      // recorded its outcome already, which #rerun then sees.
+      // recorded its outcome already, which #rerun then sees. Not waited for: held by a
+      // sweep right now, the transaction fails with 55P03 and runs again shortly.
       const deadLetter = [deadLetterQueueName(job.data.handler, job.data.kind), id];
       await client.query(
-        `select 1 from ${this.#schema}.job where name = $1 and source_id = $2::uuid and state = 'created' for update`,
+        `select 1 from ${this.#schema}.job where name = $1 and source_id = $2::uuid and state = 'created'
+         for update nowait`,
         deadLetter,
       );
       const newJobId = await this.#rerun(client, job, id, options);
