@@ -4,6 +4,8 @@ import { withTransaction } from '../src/db/index.ts';
 import type { Engine } from '../src/engine/index.ts';
 import { listEntities } from '../src/entities/index.ts';
 import type { Handler, JobData } from '../src/jobs/index.ts';
+import type { JobOutcome } from '../src/jobs/outcomes.ts';
+import { appendEvents } from '../src/store/index.ts';
 import { bookSeat, controls, handlers, payTrip, undone, workflows } from './fixtures/saga-app.ts';
 import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
 import { entityRow, eventTypes } from './helpers/orders.ts';
@@ -163,6 +165,61 @@ describe('saga compensation and job operations', () => {
       'saga.compensated',
     ]);
     expect(undone.filter((u) => u.endsWith(':t-12')).at(-1)).toBe('bookFlight:t-12');
+  });
+
+  it('a restart for a late step widens when a late step of a later saga arrives, and undoes both', async () => {
+    // The history two attempts leave when each one's saga ended while a step was still
+    // running: the seat planned at 1, its saga ended at 2; the car planned at 3, its saga
+    // ended at 4.
+    const left: Array<[string, 'nats' | 'engine']> = [
+      ['seat.requested', 'nats'],
+      ['saga.compensated', 'engine'],
+      ['car.requested', 'nats'],
+      ['saga.compensated', 'engine'],
+    ];
+    await withTransaction(t.pool, (client) =>
+      appendEvents(
+        client,
+        left.map(([type, source], i) => ({
+          machine: 'trip',
+          entityId: 'w-1',
+          type,
+          data: null,
+          messageId: `w-1:${i}`,
+          source,
+        })),
+      ),
+    );
+    const late = (handler: string, version: number, tripId: string): JobOutcome => ({
+      jobId: randomUUID(),
+      ok: true,
+      payload: { confirmation: `${handler}-late` },
+      data: {
+        machine: 'trip',
+        entityId: 'w-1',
+        handler,
+        kind: 'run',
+        compensable: true,
+        input: { tripId },
+        key: `trip:w-1:${version}:0`,
+        causedBy: { position: 0, version, type: 'late' },
+      },
+    });
+    // Both complete in one batch. The seat starts a restart bounded by the first saga's
+    // end; the car, recorded next while that restart runs, widens it to the second's.
+    await withTransaction(t.pool, (client) =>
+      engine.jobs.outcomes.record(client, [late('bookSeat', 1, 'w-1-seat'), late('bookCar', 3, 'w-1-car')]),
+    );
+
+    await waitFor('both late steps to be undone', async () =>
+      undone.includes('bookSeat:w-1-seat') && undone.includes('bookCar:w-1-car') ? true : undefined,
+    );
+    await waitFor('the restart to end', async () => {
+      const { rows } = await t.pool.query("select saga_state from entities where entity_id = 'w-1'");
+      return rows[0]?.saga_state === null || undefined;
+    });
+    // Both sagas had told the machine their end; the restart adds none.
+    expect((await history('w-1')).filter((type) => type === 'saga.compensated')).toHaveLength(2);
   });
 
   it('will not rerun a step of an entity that is done unless forced: its machine would ignore the outcome', async () => {
