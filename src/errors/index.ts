@@ -93,24 +93,23 @@ export function describeError(error: unknown): {
   stack?: string;
 } {
   // Stored as jsonb: a NUL or half a surrogate pair in a message would fail the statement
-  // that records it, and with it everything recorded alongside.
-  const text = storableText;
+  // that records it, and with it everything recorded alongside (hence storableText).
   if (error instanceof StatehouseError) {
     return {
-      name: text(error.name),
-      message: text(error.message),
+      name: storableText(error.name),
+      message: storableText(error.message),
       code: error.code,
-      ...(error.stack ? { stack: text(error.stack) } : {}),
+      ...(error.stack ? { stack: storableText(error.stack) } : {}),
     };
   }
   if (error instanceof Error) {
     const code = (error as { code?: unknown }).code;
     return {
-      name: text(error.name),
-      message: text(error.message),
-      ...(typeof code === 'string' ? { code: text(code) } : {}),
-      ...(error.stack ? { stack: text(error.stack) } : {}),
+      name: storableText(error.name),
+      message: storableText(error.message),
+      ...(typeof code === 'string' ? { code: storableText(code) } : {}),
+      ...(error.stack ? { stack: storableText(error.stack) } : {}),
     };
   }
-  return { name: 'Error', message: text(String(error)) };
+  return { name: 'Error', message: storableText(String(error)) };
 }

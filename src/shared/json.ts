@@ -38,16 +38,12 @@ export function storableJson(
   return unstorable ? { unstorable } : { text };
 }
 
-// biome-ignore lint/suspicious/noControlCharactersInRegex: the NUL character is what it looks for
-const UNSTORABLE_CHARS = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
-
 /** Whether a string holds a NUL or an unpaired surrogate. */
 export function hasUnstorableChars(text: string): boolean {
-  UNSTORABLE_CHARS.lastIndex = 0;
-  return UNSTORABLE_CHARS.test(text);
+  return text.includes('\u0000') || !text.isWellFormed();
 }
 
 /** The string with each NUL or unpaired surrogate replaced by U+FFFD, for keeping it on record. */
 export function storableText(text: string): string {
-  return text.replace(UNSTORABLE_CHARS, '\ufffd');
+  return text.toWellFormed().replaceAll('\u0000', '\ufffd');
 }
