@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { EventSource } from '../store/index.ts';
 import { appendEvents } from '../store/index.ts';
 import { type JobData, outcomeMessageId, outcomeType } from './queues.ts';
-import { onCompensationOutcome, recordSagaSteps, type SagaDeps, undoIfSagaOver } from './saga.ts';
+import { onCompensationOutcome, recordSagaSteps, type SagaDeps, undoLateSteps } from './saga.ts';
 
 /** How one job ended, about to become its entity's next event. */
 export interface JobOutcome {
@@ -73,14 +73,14 @@ export class OutcomeRecorder {
       client,
       steps.map(({ outcome }) => ({ data: outcome.data, result: outcome.payload })),
     );
-    for (const { outcome, event } of steps) {
-      await undoIfSagaOver(
-        client,
-        outcome.data,
-        { position: event.position, version: event.version, type: outcomeType(outcome.data, 'done') },
-        this.#saga,
-      );
-    }
+    await undoLateSteps(
+      client,
+      steps.map(({ outcome, event }) => ({
+        data: outcome.data,
+        cause: { position: event.position, version: event.version, type: outcomeType(outcome.data, 'done') },
+      })),
+      this.#saga,
+    );
     for (const { outcome, event, followUp } of recorded) {
       const { data } = outcome;
       if (followUp !== 'saga' || !data.saga) continue;

@@ -404,15 +404,13 @@ export class JobRunner implements EffectSink {
    * job. Those are settled as recorded, without running the handler again. First attempts,
    * nearly every job, cost no query.
    */
-  async #recordedOutcomes(
-    jobs: readonly Job<JobData>[],
-  ): Promise<Map<string, { type: string; data: unknown }>> {
+  async #recordedOutcomes(jobs: readonly Job<JobData>[]): Promise<Map<string, { type: string }>> {
     const again = jobs.filter((job) => job.retryCount > 0);
     if (again.length === 0) return new Map();
-    let rows: Array<{ messageId: string; type: string; data: unknown }>;
+    let rows: Array<{ messageId: string; type: string }>;
     try {
       ({ rows } = await this.#options.pool.query(
-        'select message_id as "messageId", type, data from events where message_id = any($1::text[])',
+        'select message_id as "messageId", type from events where message_id = any($1::text[])',
         [again.map((job) => outcomeMessageId(job.id))],
       ));
     } catch (error) {
@@ -425,7 +423,7 @@ export class JobRunner implements EffectSink {
       return new Map();
     }
     const byId = new Map(rows.map((row) => [row.messageId, row]));
-    const found = new Map<string, { type: string; data: unknown }>();
+    const found = new Map<string, { type: string }>();
     for (const job of again) {
       const row = byId.get(outcomeMessageId(job.id));
       if (!row) continue;

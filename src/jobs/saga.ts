@@ -68,7 +68,7 @@ export async function startCompensation(
   deps: SagaDeps,
 ): Promise<void> {
   // It undoes every completed step not undone yet, those that complete while it runs too:
-  // everything planned before its saga.compensated. A restart (see `undoIfSagaOver`) in
+  // everything planned before its saga.compensated. A restart (see `undoLateSteps`) in
   // progress becomes this saga and ends with `saga.compensated`. The status shows at once,
   // also for machines without a `compensating` tag.
   const { rowCount } = await client.query(
@@ -87,25 +87,47 @@ export async function startCompensation(
  * or waiting to retry, when the machine called `compensateCompleted()`) would otherwise
  * never be undone: the saga starts again for it. A run the machine started after the saga
  * ended (its cause comes after `saga.compensated`) is a step of a saga still to come.
- * A saga compensating or waiting for an operator picks the new step up by itself.
+ * A saga compensating or waiting for an operator picks the new step up by itself. One query
+ * finds the late ones among a batch's new steps; nearly always there are none.
  */
-export async function undoIfSagaOver(
+export async function undoLateSteps(
   client: pg.ClientBase,
-  step: JobData,
+  steps: ReadonlyArray<{ data: JobData; cause: Cause }>,
+  deps: SagaDeps,
+): Promise<void> {
+  if (steps.length === 0) return;
+  const { rows } = await client.query<{ i: number; endedAt: number | null }>(
+    `select s.i::int as i,
+            (select min(e.version) from events e
+             where e.machine = s.machine and e.entity_id = s.entity_id and e.type = 'saga.compensated'
+               and e.source = 'engine' and e.version > s.planned) as "endedAt"
+     from unnest($1::text[], $2::text[], $3::int[]) with ordinality as s(machine, entity_id, planned, i)
+     order by s.i`,
+    [
+      steps.map(({ data }) => data.machine),
+      steps.map(({ data }) => data.entityId),
+      steps.map(({ data }) => data.causedBy.version),
+    ],
+  );
+  for (const { i, endedAt } of rows) {
+    if (endedAt === null) continue;
+    const { data, cause } = steps[i - 1]!;
+    await restartFor(client, { machine: data.machine, entityId: data.entityId }, endedAt, cause, deps);
+  }
+}
+
+/**
+ * Undoes, quietly (the machine had its saga.compensated), the steps planned before the
+ * `saga.compensated` at `endedAt`. A restart running already widens to them; a regular saga
+ * running takes every step anyway.
+ */
+async function restartFor(
+  client: pg.ClientBase,
+  entity: Entity,
+  endedAt: number,
   cause: Cause,
   deps: SagaDeps,
 ): Promise<void> {
-  const entity = { machine: step.machine, entityId: step.entityId };
-  const { rows } = await client.query<{ endedAt: number | null }>(
-    `select min(version) as "endedAt" from events
-     where machine = $1 and entity_id = $2 and type = 'saga.compensated' and source = 'engine'
-       and version > $3`,
-    [entity.machine, entity.entityId, step.causedBy.version],
-  );
-  const endedAt = rows[0]?.endedAt;
-  if (endedAt === null || endedAt === undefined) return;
-  // Only steps planned before that saga.compensated, quietly (the machine had it). A restart
-  // running already widens to this step; a regular saga running takes every step anyway.
   const { rows: started } = await client.query<{ fresh: boolean }>(
     `with before as (
        select saga_state, saga_is_restart from entities where machine = $1 and entity_id = $2 for update
