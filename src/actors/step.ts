@@ -60,7 +60,7 @@ export function applyEvents(
   const machine = workflow?.machine;
   const result: StepResult = {
     machineVersion: version,
-    // Set on the way out (see `withSnapshot`): serialised once, and only when it is needed.
+    // Set on the way out (see `withStartSnapshot`): serialised once, and only when it is needed.
     snapshotJson: 'null',
     state: null,
     status: 'active',
@@ -68,28 +68,9 @@ export function applyEvents(
     effects: [],
     error: null,
   };
-  // Nothing of a step can be kept when its snapshot cannot be stored: the entity stays as it
-  // was stored (snapshot and version), failed, with no effects, and resumes from there once
-  // the machine is fixed.
-  const unstorable = (error: StatehouseError, eventVersion: number | undefined): StepResult => ({
-    machineVersion: entity.machineVersion,
-    snapshotJson: JSON.stringify(entity.snapshot ?? null),
-    state: null,
-    status: 'failed',
-    appliedVersion: entity.appliedVersion,
-    effects: [],
-    error: { ...describeError(error), eventVersion },
-  });
-  // The snapshot the entity had at the start of the step: as stored, or migrated to a new version.
-  const withSnapshot = (r: StepResult): StepResult => {
-    if (resolved.snapshot === entity.snapshot)
-      return { ...r, snapshotJson: JSON.stringify(entity.snapshot ?? null) };
-    const text = storableSnapshot(entity.machine, () => resolved.snapshot ?? null);
-    return typeof text === 'string' ? { ...r, snapshotJson: text } : unstorable(text, events[0]?.version);
-  };
   if (!machine) {
     const known = registry.versions(entity.machine);
-    return withSnapshot({
+    return withStartSnapshot(entity, resolved.snapshot, events[0]?.version, {
       ...result,
       status: 'failed',
       error: {
@@ -150,12 +131,43 @@ export function applyEvents(
       break;
     }
   }
-  if (!applied) return withSnapshot(result);
+  if (!applied) return withStartSnapshot(entity, resolved.snapshot, events[0]?.version, result);
   // Persisted once per step, not per event: it is the costliest part of applying one.
   // The text is what is stored and what a later step restores from, so no round trip is needed.
   const stored = storableSnapshot(entity.machine, () => machine.getPersistedSnapshot(applied));
   if (typeof stored === 'string') return { ...result, snapshotJson: stored };
-  return unstorable(stored, result.appliedVersion);
+  return unstorable(entity, stored, result.appliedVersion);
+}
+
+/**
+ * Nothing of a step can be kept when its snapshot cannot be stored: the entity stays as it
+ * was stored (snapshot and version), failed, with no effects, and resumes from there once
+ * the machine is fixed.
+ */
+function unstorable(entity: EntityRow, error: StatehouseError, eventVersion: number | undefined): StepResult {
+  return {
+    machineVersion: entity.machineVersion,
+    snapshotJson: JSON.stringify(entity.snapshot ?? null),
+    state: null,
+    status: 'failed',
+    appliedVersion: entity.appliedVersion,
+    effects: [],
+    error: { ...describeError(error), eventVersion },
+  };
+}
+
+/** `result` with the snapshot the entity had at the start of the step: as stored, or migrated. */
+function withStartSnapshot(
+  entity: EntityRow,
+  start: unknown,
+  eventVersion: number | undefined,
+  result: StepResult,
+): StepResult {
+  if (start === entity.snapshot) return { ...result, snapshotJson: JSON.stringify(entity.snapshot ?? null) };
+  const text = storableSnapshot(entity.machine, () => start ?? null);
+  return typeof text === 'string'
+    ? { ...result, snapshotJson: text }
+    : unstorable(entity, text, eventVersion);
 }
 
 /**
