@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,37 @@ import { orderPlaced } from './helpers/orders.ts';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 
+interface CliResult {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI with `input` on its stdin; killed after 30 s, which its result then shows. */
+function runCli(env: NodeJS.ProcessEnv, args: readonly string[], input?: string): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { env });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+    });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    const timer = setTimeout(() => {
+      stderr += `\n[killed after 30 s: statehouse ${args.join(' ')}]`;
+      child.kill('SIGKILL');
+    }, 30_000);
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
+    child.stdin.end(input);
+  });
+}
+
 describe('statehouse CLI', () => {
   let t: TestContext;
   let env: NodeJS.ProcessEnv;
@@ -18,14 +49,11 @@ describe('statehouse CLI', () => {
   });
   afterAll(() => t.cleanup());
 
-  const cli = (...args: string[]) =>
-    spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], {
-      env,
-      encoding: 'utf8',
-      timeout: 30_000,
-    });
+  // Asynchronous: an engine a test starts runs in this process, and a synchronous spawn
+  // would freeze it mid-transaction, holding row locks the command then waits for.
+  const cli = (...args: string[]) => runCli(env, args);
 
-  it('has --help on every command', () => {
+  it('has --help on every command', async () => {
     for (const command of [
       [],
       ['start'],
@@ -37,14 +65,14 @@ describe('statehouse CLI', () => {
       ['jobs', 'retry'],
       ['quarantine'],
     ]) {
-      const result = cli(...command, '--help');
+      const result = await cli(...command, '--help');
       expect(result.status, command.join(' ')).toBe(0);
       expect(result.stdout).toContain('Usage: statehouse');
     }
   });
 
-  it('migrate says the schema is up to date on a migrated database', () => {
-    const result = cli('migrate');
+  it('migrate says the schema is up to date on a migrated database', async () => {
+    const result = await cli('migrate');
     expect(result.status).toBe(0);
     expect(result.stdout).toMatch(/schema "statehouse" is up to date at \d+/);
   });
@@ -62,7 +90,7 @@ describe('statehouse CLI', () => {
     await waitFor('the start banner', async () => output.includes('Ctrl-C stops the engine'));
     expect(output).toContain(`subjects  ${t.subject('orders.*.>')}`);
 
-    const published = cli(
+    const published = await cli(
       'publish',
       t.subject('orders.cli-1.placed'),
       JSON.stringify(orderPlaced()),
@@ -73,7 +101,7 @@ describe('statehouse CLI', () => {
     expect(published.stdout).toMatch(/published .* as message cli-1 → stream .* seq \d+/);
 
     const entity = await waitFor('cli-1 shipped', async () => {
-      const shown = cli('entity', 'cli-1', '--json');
+      const shown = await cli('entity', 'cli-1', '--json');
       const parsed = shown.status === 0 ? JSON.parse(shown.stdout) : undefined;
       return parsed?.state === 'shipped' ? parsed : undefined;
     });
@@ -85,10 +113,10 @@ describe('statehouse CLI', () => {
       'shipOrder.done',
     ]);
 
-    const listed = cli('entities', '--machine', 'order', '--status', 'done');
+    const listed = await cli('entities', '--machine', 'order', '--status', 'done');
     expect(listed.stdout).toMatch(/order cli-1 {2}done {2}shipped/);
-    expect(cli('entities', '--status', 'sleeping').stderr).toContain('--status');
-    const human = cli('entity', 'cli-1');
+    expect((await cli('entities', '--status', 'sleeping')).stderr).toContain('--status');
+    const human = await cli('entity', 'cli-1');
     expect(human.stdout).toMatch(/status\s+done/);
     expect(human.stdout).toMatch(/state\s+shipped/);
 
@@ -96,13 +124,13 @@ describe('statehouse CLI', () => {
     expect(await exited).toBe(0);
   });
 
-  it('says what to fix when an entity does not exist or a payload is not JSON', () => {
-    const wrong = cli('entity', 'nobody', 'explode');
+  it('says what to fix when an entity does not exist or a payload is not JSON', async () => {
+    const wrong = await cli('entity', 'nobody', 'explode');
     expect(wrong.stderr).toContain('unknown entity action "explode"; use show or resume');
-    const missing = cli('entity', 'nobody');
+    const missing = await cli('entity', 'nobody');
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain('no entity "nobody" [ENTITY_NOT_FOUND]');
-    const bad = cli('publish', t.subject('orders.x.placed'), '{oops');
+    const bad = await cli('publish', t.subject('orders.x.placed'), '{oops');
     expect(bad.status).toBe(1);
     expect(bad.stderr).toContain('the payload is not JSON');
   });
@@ -114,34 +142,34 @@ describe('statehouse CLI', () => {
               ('malformed-json', 'payload is not UTF-8 JSON', $1, '{}', 'nope', 'q-cli-2')`,
       [t.subject('orders.qc-1.placed'), JSON.stringify(orderPlaced())],
     );
-    const list = cli('quarantine', 'list');
+    const list = await cli('quarantine', 'list');
     expect(list.status, list.stderr).toBe(0);
     expect(list.stdout).toMatch(/schema-violation\s+.*orders\.qc-1\.placed/);
     const [first, second] = [...list.stdout.matchAll(/^\s*(\d+)\s+held/gm)].map((m) => m[1]!);
-    expect(cli('quarantine', 'show', first!).stdout).toContain('reason   schema-violation');
+    expect((await cli('quarantine', 'show', first!)).stdout).toContain('reason   schema-violation');
     // The payload is valid for the demo workflow as it is now: re-driving stores it.
-    const redrive = cli('quarantine', 'redrive', first!);
+    const redrive = await cli('quarantine', 'redrive', first!);
     expect(redrive.stdout).toContain(`${first}: stored as an event of order qc-1`);
-    const stillBad = cli('quarantine', 'redrive', second!);
+    const stillBad = await cli('quarantine', 'redrive', second!);
     expect(stillBad.status).toBe(1);
     expect(stillBad.stdout).toContain('still invalid, kept: malformed-json');
     // A corrected payload that is still wrong keeps it held, saying so.
     const dir = mkdtempSync(join(tmpdir(), 'statehouse-cli-'));
     writeFileSync(join(dir, 'wrong.json'), JSON.stringify({ type: 'order.placed', data: { nope: true } }));
-    const wrongFix = cli('quarantine', 'redrive', second!, '--payload', join(dir, 'wrong.json'));
+    const wrongFix = await cli('quarantine', 'redrive', second!, '--payload', join(dir, 'wrong.json'));
     expect(wrongFix.status).toBe(1);
     expect(wrongFix.stdout).toContain('still invalid, kept: schema-violation: the corrected payload:');
     expect(
-      cli('quarantine', 'redrive', first!, second!, '--payload', join(dir, 'wrong.json')).stderr,
+      (await cli('quarantine', 'redrive', first!, second!, '--payload', join(dir, 'wrong.json'))).stderr,
     ).toContain('--payload corrects one message: name exactly one id, without --all');
-    expect(cli('quarantine', 'redrive', second!, '--payload', join(dir, 'missing.json')).stderr).toContain(
-      `cannot read the corrected payload from "${join(dir, 'missing.json')}"`,
-    );
+    expect(
+      (await cli('quarantine', 'redrive', second!, '--payload', join(dir, 'missing.json'))).stderr,
+    ).toContain(`cannot read the corrected payload from "${join(dir, 'missing.json')}"`);
     // Corrected from stdin: stored under the message's own subject; the held bytes stay on record.
-    const fixed = spawnSync(
-      process.execPath,
-      ['--import', 'tsx', MAIN, 'quarantine', 'redrive', second!, '--payload', '-'],
-      { env, encoding: 'utf8', timeout: 30_000, input: JSON.stringify(orderPlaced()) },
+    const fixed = await runCli(
+      env,
+      ['quarantine', 'redrive', second!, '--payload', '-'],
+      JSON.stringify(orderPlaced()),
     );
     expect(fixed.stdout, fixed.stderr).toContain(`${second}: stored as an event of order qc-1`);
     const { rows } = await t.pool.query<{ version: number; data: { customerId: string } }>(
@@ -157,8 +185,8 @@ describe('statehouse CLI', () => {
     expect(held.rows[0]?.payload.toString()).toBe('nope');
     expect(held.rows[0]?.status).toBe('redriven');
     expect(held.rows[0]?.reason).toContain('(re-driven with a corrected payload)');
-    expect(cli('quarantine', 'list').stdout).toContain('no quarantined messages');
-    expect(cli('quarantine', 'redrive').stderr).toContain('name the ids to re-drive, or pass --all');
+    expect((await cli('quarantine', 'list')).stdout).toContain('no quarantined messages');
+    expect((await cli('quarantine', 'redrive')).stderr).toContain('name the ids to re-drive, or pass --all');
   });
 
   it('shows an order needing attention and its failed compensation, and retries it with a reason kept in the history', async () => {
@@ -168,9 +196,9 @@ describe('statehouse CLI', () => {
       orderPlaced({ address: 'nowhere', paymentMethod: 'card_refund_blocked' }),
     );
     await waitFor('cli-2 to need attention', async () =>
-      cli('entities', '--status', 'needs-attention').stdout.includes('order cli-2  needs-attention'),
+      (await cli('entities', '--status', 'needs-attention')).stdout.includes('order cli-2  needs-attention'),
     );
-    const shown = cli('entity', 'cli-2').stdout;
+    const shown = (await cli('entity', 'cli-2')).stdout;
     expect(shown).toContain('saga (needs-attention)');
     expect(shown).toMatch(/reserveStock\s+done/);
     expect(shown).toMatch(/chargePayment\s+compensation-failed\s+\S+\s+the processor refuses refunds/);
@@ -180,7 +208,16 @@ describe('statehouse CLI', () => {
       )?.[1];
     // pg-boss marks the job failed just after the transaction that recorded its failure.
     const failed = await waitFor('the failed compensation job', async () => {
-      const listed = cli('jobs', 'list', '--entity', 'cli-2', '--kind', 'compensate', '--state', 'failed');
+      const listed = await cli(
+        'jobs',
+        'list',
+        '--entity',
+        'cli-2',
+        '--kind',
+        'compensate',
+        '--state',
+        'failed',
+      );
       return listed.stdout.includes('chargePayment') ? listed : undefined;
     });
     expect(failed.status, failed.stderr).toBe(0);
@@ -188,17 +225,19 @@ describe('statehouse CLI', () => {
     expect(id, failed.stdout).toBeDefined();
     // The failed shipment is a run, not a compensation: --kind leaves it out.
     expect(failed.stdout).not.toContain('shipOrder');
-    expect(cli('jobs', 'list', '--entity', 'cli-2', '--state', 'failed').stdout).toContain('shipOrder');
+    expect((await cli('jobs', 'list', '--entity', 'cli-2', '--state', 'failed')).stdout).toContain(
+      'shipOrder',
+    );
     expect(hinted).toBe(id);
-    expect(cli('jobs', 'list', '--entity', 'cli-2', '--state', 'dead', '--json').stdout).toContain(
+    expect((await cli('jobs', 'list', '--entity', 'cli-2', '--state', 'dead', '--json')).stdout).toContain(
       '"sourceId"',
     );
 
-    const retried = cli('jobs', 'retry', id!, '--reason', 'refunded by hand');
+    const retried = await cli('jobs', 'retry', id!, '--reason', 'refunded by hand');
     expect(retried.status, retried.stderr).toBe(0);
     expect(retried.stdout).toMatch(/retried chargePayment for order cli-2: job \S+ runs in place of/);
     const entity = await waitFor('the retry to fail again', async () => {
-      const shown = JSON.parse(cli('entity', 'cli-2', '--json').stdout);
+      const shown = JSON.parse((await cli('entity', 'cli-2', '--json')).stdout);
       const types = shown.history.map((e: { type: string }) => e.type);
       return types.filter((type: string) => type === 'saga.compensationFailed').length === 2
         ? shown
@@ -208,18 +247,15 @@ describe('statehouse CLI', () => {
     const retry = entity.history.find((e: { type: string }) => e.type === 'statehouse.job.retried');
     expect(retry).toMatchObject({ source: 'operator', data: { jobId: id, reason: 'refunded by hand' } });
 
-    expect(cli('jobs', 'retry', id!).stderr).toMatch(
+    expect((await cli('jobs', 'retry', id!)).stderr).toMatch(
       /was already run again as job \S+ \[JOB_STATE_INVALID\]/,
     );
-    expect(cli('jobs', 'cancel', 'job-7').stderr).toContain('"job-7" is not a job id');
-    expect(cli('jobs', 'list', '--state', 'stuck').stderr).toContain('--state');
+    expect((await cli('jobs', 'cancel', 'job-7')).stderr).toContain('"job-7" is not a job id');
+    expect((await cli('jobs', 'list', '--state', 'stuck')).stderr).toContain('--state');
   });
 
-  it('names the variable when configuration is wrong', () => {
-    const result = spawnSync(process.execPath, ['--import', 'tsx', MAIN, 'migrate'], {
-      env: { ...env, STATEHOUSE_DB_POOL_SIZE: 'many' },
-      encoding: 'utf8',
-    });
+  it('names the variable when configuration is wrong', async () => {
+    const result = await runCli({ ...env, STATEHOUSE_DB_POOL_SIZE: 'many' }, ['migrate']);
     expect(result.status).toBe(1);
     expect(result.stderr).toContain('STATEHOUSE_DB_POOL_SIZE');
     expect(result.stderr).toContain('[CONFIG_INVALID]');
