@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { preparedName } from '../db/index.ts';
 import type { EntityRow, StepEvent } from './step.ts';
 
 /**
@@ -42,7 +43,7 @@ export async function claimEntities(
   options: { limit: number; machines: readonly string[]; eventsPerEntity: number },
 ): Promise<ClaimedEntity[]> {
   const { rows } = await client.query<EntityRow & { events: EventColumns[] }>({
-    name: 'statehouse.claim-entities',
+    name: await preparedName(client, 'statehouse.claim-entities', ['entities', 'events']),
     text: CLAIM_SQL,
     values: [options.limit, options.machines, options.eventsPerEntity],
   });

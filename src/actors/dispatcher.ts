@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { withTransaction } from '../db/index.ts';
+import { preparedName, withTransaction } from '../db/index.ts';
 import { type OutboxEntry, writeOutbox } from '../outbox/index.ts';
 import type { Logger } from '../shared/logger.ts';
 import { PollingLoop } from '../shared/polling-loop.ts';
@@ -158,7 +158,7 @@ async function save(
       `{"snapshot":${result.snapshotJson},"state":${JSON.stringify(result.state ?? null)},"status":${JSON.stringify(result.status)},"machineVersion":${JSON.stringify(result.machineVersion)},"appliedVersion":${result.appliedVersion},"error":${JSON.stringify(result.error ?? null)}}`,
   );
   await client.query({
-    name: 'statehouse.save-steps',
+    name: await preparedName(client, 'statehouse.save-steps', ['entities']),
     text: SAVE_SQL,
     values: [
       results.map(({ entity }) => entity.machine),

@@ -1,6 +1,7 @@
 export { AdvisoryLease } from './lease.ts';
 export { Listener } from './listener.ts';
 export { type MigrateResult, type Migration, migrate, readMigrations } from './migrate.ts';
+export { preparedName } from './planned.ts';
 export { createPool, type PoolOptions, quoteIdent } from './pool.ts';
 export {
   HeldConnection,

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { preparedName } from '../db/index.ts';
 import { appendCtes } from '../store/index.ts';
 
 /**
@@ -32,8 +33,8 @@ export interface StoreBatchInput {
 /** False when the checkpoint had moved: another leader took over, nothing was appended. */
 export async function storeBatch(client: pg.ClientBase, input: StoreBatchInput): Promise<boolean> {
   const { rows } = await client.query<{ advanced: number }>({
-    // Named, so each connection plans the statement once instead of on every batch.
-    name: 'statehouse.ingest-batch',
+    // Prepared once `events` has grown (see preparedName).
+    name: await preparedName(client, 'statehouse.ingest-batch', ['events']),
     text: STORE_BATCH_SQL,
     values: [input.encoded, input.stream, input.checkpoint, input.last, input.notifyChannel],
   });

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
+import { preparedName } from '../db/index.ts';
 import type { AppendedEvent, AppendResult, NewEvent } from './types.ts';
 
 /**
@@ -100,10 +101,10 @@ export async function appendEvents(
   options: { notifyChannel?: string } = {},
 ): Promise<AppendResult> {
   if (events.length === 0) return { appended: [], duplicates: 0 };
-  // Named, so each connection plans the statement once instead of on every batch. The
-  // NOTIFY is delivered at commit, once per transaction: it wakes the dispatchers.
+  // Prepared once `events` has grown (see preparedName). The NOTIFY is delivered at
+  // commit, once per transaction: it wakes the dispatchers.
   const { rows } = await client.query<AppendedEvent & { notified?: unknown }>({
-    name: 'statehouse.append-events',
+    name: await preparedName(client, 'statehouse.append-events', ['events']),
     text: APPEND_SQL,
     values: [encodeEvents(events), options.notifyChannel ?? null],
   });
