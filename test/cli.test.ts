@@ -233,6 +233,23 @@ describe('statehouse CLI', () => {
       '"sourceId"',
     );
 
+    // A command does not wait for ever on a row a stuck transaction holds: it says so.
+    const holder = await t.pool.connect();
+    try {
+      await holder.query('begin');
+      await holder.query("select 1 from statehouse.entities where entity_id = 'cli-2' for update");
+      const busy = await runCli({ ...env, STATEHOUSE_COMMAND_LOCK_TIMEOUT_MS: '200' }, [
+        'jobs',
+        'retry',
+        id!,
+      ]);
+      expect(busy.status, busy.stderr).toBe(1);
+      expect(busy.stderr).toMatch(/stayed locked by another transaction .*idle in transaction.*\[BUSY\]/);
+    } finally {
+      await holder.query('rollback');
+      holder.release();
+    }
+
     const retried = await cli('jobs', 'retry', id!, '--reason', 'refunded by hand');
     expect(retried.status, retried.stderr).toBe(0);
     expect(retried.stdout).toMatch(/retried chargePayment for order cli-2: job \S+ runs in place of/);

@@ -27,6 +27,8 @@ export async function withDatabase<T>(
   config: Config,
   log: Logger,
   work: (pool: ReturnType<typeof createPool>, databaseUrl: string) => Promise<T>,
+  /** Off for `migrate`, which waits its turn behind another migration on purpose. */
+  options: { boundedLockWaits?: boolean } = {},
 ): Promise<T> {
   const postgres = await resolvePostgres({
     url: config.database.url,
@@ -34,10 +36,18 @@ export async function withDatabase<T>(
     dataDir: config.services.dataDir,
     log,
   });
-  const pool = createPool({ url: postgres.url, schema: config.database.schema, max: 2 });
+  const lockTimeoutMs = options.boundedLockWaits === false ? undefined : config.database.commandLockTimeoutMs;
+  const pool = createPool({ url: postgres.url, schema: config.database.schema, max: 2, lockTimeoutMs });
   try {
     return await work(pool, postgres.url);
   } catch (error) {
+    if ((error as { code?: string }).code === '55P03') {
+      throw new StatehouseError(
+        'BUSY',
+        `a row this command changes stayed locked by another transaction (waited ${lockTimeoutMs} ms, several times); an engine holds an entity or job for milliseconds, so look for a stuck session: select pid, state, xact_start, query from pg_stat_activity where state = 'idle in transaction'; then try again (STATEHOUSE_COMMAND_LOCK_TIMEOUT_MS sets the wait)`,
+        { cause: error },
+      );
+    }
     if ((error as { code?: string }).code === '42P01') {
       throw new StatehouseError(
         'MIGRATION_FAILED',

@@ -18,6 +18,12 @@ export const configSchema = z
         url: z.string().url().optional(),
         schema: identifier.default('statehouse'),
         poolSize: count(2, 200).default(10),
+        /**
+         * How long a CLI command waits for a row an engine's transaction holds (an entity
+         * mid-step, a job being settled) before it gives up and says so. The engine's own
+         * transactions hold rows for milliseconds; longer means one is stuck.
+         */
+        commandLockTimeoutMs: count(100, 600_000).default(3000),
       })
       .strict()
       .prefault({}),
@@ -106,6 +112,7 @@ export const environmentVariables: Readonly<Record<string, string>> = {
   DATABASE_URL: 'database.url',
   STATEHOUSE_SCHEMA: 'database.schema',
   STATEHOUSE_DB_POOL_SIZE: 'database.poolSize',
+  STATEHOUSE_COMMAND_LOCK_TIMEOUT_MS: 'database.commandLockTimeoutMs',
   NATS_URL: 'nats.url',
   STATEHOUSE_STREAM: 'nats.stream',
   STATEHOUSE_CONSUMER: 'nats.consumer',

@@ -13,6 +13,8 @@ export interface PoolOptions {
   schema: string;
   max: number;
   applicationName?: string;
+  /** How long a statement waits for a row lock before failing with 55P03 (default: for ever). */
+  lockTimeoutMs?: number;
   /** Told when an idle pooled connection fails (it is dropped; the next checkout connects anew). */
   onIdleError?: (error: Error) => void;
 }
@@ -25,7 +27,7 @@ export function createPool(options: PoolOptions): pg.Pool {
   const pool = new pg.Pool({
     connectionString: options.url,
     max: options.max,
-    options: `-c search_path=${quoteIdent(options.schema)},public`,
+    options: `-c search_path=${quoteIdent(options.schema)},public${options.lockTimeoutMs === undefined ? '' : ` -c lock_timeout=${options.lockTimeoutMs}`}`,
     application_name: options.applicationName ?? 'statehouse',
     types,
     connectionTimeoutMillis: 10_000,

@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'SNAPSHOT_INVALID'
   | 'JOB_NOT_FOUND'
   | 'JOB_STATE_INVALID'
+  | 'BUSY'
   | 'NON_RETRYABLE'
   | 'USAGE'
   | 'SHUTTING_DOWN';
