@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GROWN_BYTES } from '../src/db/planned.ts';
 import { appendEvents } from '../src/store/index.ts';
 import { createTestContext, type TestContext } from './helpers/context.ts';
 
@@ -11,7 +12,6 @@ const events = (count: number) =>
       machine: 'ledger',
       entityId: `p-${next % 500}`,
       type: 'ledger.entry',
-      // Rows of a realistic size, so the table grows as a real history does.
       data: { n: next, memo: 'x'.repeat(200) },
       messageId: `planned-${next}`,
       source: 'operator' as const,
@@ -30,18 +30,22 @@ describe('prepared statements of a growing store', () => {
   });
   afterAll(() => t.cleanup());
 
-  it('are prepared only once the table has grown, so the cached plan probes the index instead of scanning the history', async () => {
+  it('are prepared again once the table has grown, so the cached plan probes the index instead of scanning the history', async () => {
     const client = await t.pool.connect();
+    const eventsSize = async () =>
+      (await client.query<{ bytes: number }>("select pg_relation_size('events')::int as bytes")).rows[0]!
+        .bytes;
     try {
       // Postgres would otherwise try five custom plans before caching one; this caches the
       // first, as a connection that runs long ends up doing.
       await client.query('set plan_cache_mode = force_generic_plan');
       await appendEvents(client, events(1));
-      expect(await preparedStatements(client)).not.toContain('statehouse.append-events');
+      expect(await preparedStatements(client)).toEqual(['statehouse.append-events~events']);
 
-      // About 2 MB of history, appended on the same connection.
-      for (let i = 0; i < 6; i++) await appendEvents(client, events(1000));
-      for (let i = 0; i < 60; i++) await appendEvents(client, events(1));
+      // Just past the size from which a cached plan must probe the index.
+      while ((await eventsSize()) <= GROWN_BYTES) await appendEvents(client, events(100));
+      expect(await eventsSize()).toBeLessThan(GROWN_BYTES * 1.25);
+      for (let i = 0; i < 50; i++) await appendEvents(client, events(1));
       expect(await preparedStatements(client)).toContain('statehouse.append-events');
 
       const encoded = JSON.stringify([{ message_id: 'planned-probe', machine: 'ledger', entity_id: 'p-1' }]);
@@ -52,7 +56,8 @@ describe('prepared statements of a growing store', () => {
       expect(plan).toContain('events_message_id_key');
       expect(plan).not.toMatch(/Seq Scan on events\b/);
     } finally {
-      client.release();
+      // Its plan_cache_mode goes with it.
+      client.release(true);
     }
   });
 });

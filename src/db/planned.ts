@@ -1,28 +1,34 @@
 import type pg from 'pg';
 
 /**
- * When the engine's hot statements may be prepared (named), per connection.
+ * The name to prepare one of the engine's hot statements under, per connection.
  *
  * Postgres plans a prepared statement for its parameters five times, then usually keeps
- * one generic plan for the rest of the connection's life. Made while a table is a few
- * pages, that plan scans the whole table where an index probe belongs, and nothing
- * replaces it until an ANALYZE of the table invalidates it. With autovacuum off, or before
- * its first ANALYZE, every append then read all of `events`: in the e2e benchmark an
- * append of 9 events took 3 ms at 14k events stored, and most of Postgres's time went to
- * it. Planning these statements on every execution is no answer either: their plans take
- * 1-2 ms to make. So a statement runs unnamed (planned for its execution, from the table's
- * current size) until its connection has seen its tables outgrow the size where a full
- * scan could still win, and named (planned once) from then on.
+ * one generic plan for the rest of the connection's life, until an ANALYZE of a table it
+ * reads invalidates it. Made while a table is a few pages, that plan scans the whole table
+ * where an index probe belongs. With autovacuum off, or before its first ANALYZE, nothing
+ * replaces it, and every append read all of `events`: one connection appending 100-event
+ * batches took 26 ms per batch at 20k events stored instead of 4.5. Planning every run
+ * instead costs 1-2 ms a plan for these statements.
+ *
+ * So a statement is prepared under a name that says which of its tables are still small
+ * (`statehouse.append-events~events`): a plan made for a small table is fine while it is
+ * small, and once the connection sees the table past the size where a scan could still
+ * win, the statement is prepared again under its own name and planned for the grown table.
+ * Tables only grow, so each statement is prepared at most once per table per connection.
  */
 
 /**
  * Past this size (64 pages), an index probe is the better plan for any batch: the scans
- * seen cached cost 15-40 (10-30 pages), the index probes 30-43. Twice that, for margin;
- * larger would only plan each run for longer, at 1-2 ms a plan.
+ * seen cached cost 15-40 (10-30 pages), the index probes 30-43. Twice that, for margin.
  */
-const GROWN_BYTES = 512 * 1024;
-/** A connection whose tables are still small looks again after this many statements. */
-const LOOK_EVERY = 50;
+export const GROWN_BYTES = 512 * 1024;
+/**
+ * While a table is small, its size is looked at again after this many statements: often
+ * enough that a plan made for the small table is not used long past 512 KB (a look is one
+ * catalog read; a stale plan scans the table).
+ */
+const LOOK_EVERY = 10;
 
 interface ConnectionState {
   grown: Set<string>;
@@ -35,25 +41,28 @@ const SIZES_SQL = `select t as "table", coalesce(pg_relation_size(to_regclass(t)
   from unnest($1::text[]) as t`;
 
 /**
- * The name to prepare statement `name` under on `client`, or undefined to have it planned
- * for this execution: undefined until every table in `tables` (as the connection's
- * search_path finds them) has grown past the size where a cached plan could be a scan.
+ * `name`, once every table in `tables` (as the connection's search_path finds them) has
+ * grown past `GROWN_BYTES`; until then `name~<the small tables>`. Looks at the sizes on
+ * `client` on the first call and every 10th after, while any of them is small.
  */
 export async function preparedName(
   client: pg.ClientBase,
   name: string,
   tables: readonly string[],
-): Promise<string | undefined> {
+): Promise<string> {
   let state = connections.get(client);
   if (!state) {
     state = { grown: new Set(), sinceLook: LOOK_EVERY };
     connections.set(client, state);
   }
-  const small = tables.filter((table) => !state.grown.has(table));
+  let small = tables.filter((table) => !state.grown.has(table));
   if (small.length === 0) return name;
-  if (++state.sinceLook < LOOK_EVERY) return undefined;
-  state.sinceLook = 0;
-  const { rows } = await client.query<{ table: string; grown: boolean }>(SIZES_SQL, [small, GROWN_BYTES]);
-  for (const row of rows) if (row.grown) state.grown.add(row.table);
-  return rows.every((row) => row.grown) ? name : undefined;
+  if (++state.sinceLook >= LOOK_EVERY) {
+    state.sinceLook = 0;
+    const { rows } = await client.query<{ table: string; grown: boolean }>(SIZES_SQL, [small, GROWN_BYTES]);
+    for (const row of rows) if (row.grown) state.grown.add(row.table);
+    small = small.filter((table) => !state.grown.has(table));
+    if (small.length === 0) return name;
+  }
+  return `${name}~${small.join('+')}`;
 }
