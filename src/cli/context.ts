@@ -1,5 +1,5 @@
 import { type Config, loadConfig } from '../config/index.ts';
-import { createPool } from '../db/index.ts';
+import { createPool, isLockTimeout } from '../db/index.ts';
 import { StatehouseError } from '../errors/index.ts';
 import { resolveNats, resolvePostgres } from '../services/index.ts';
 import { createLogger, type Logger } from '../shared/logger.ts';
@@ -41,11 +41,18 @@ export async function withDatabase<T>(
   try {
     return await work(pool, postgres.url);
   } catch (error) {
+    if (isLockTimeout(error)) {
+      throw new StatehouseError(
+        'BUSY',
+        `another session held a lock this command needs for ${lockTimeoutMs ?? 'its whole lock_timeout'} ms; an engine holds an entity or a job for milliseconds, so look for a stuck session (select pid, state, xact_start, query from pg_stat_activity where state like 'idle in transaction%' or xact_start < now() - interval '10 seconds'), end it, and try again; STATEHOUSE_COMMAND_LOCK_TIMEOUT_MS sets the wait`,
+        { cause: error, retryable: true },
+      );
+    }
     if ((error as { code?: string }).code === '55P03') {
       throw new StatehouseError(
         'BUSY',
-        `a row this command changes stayed locked by another transaction (waited ${lockTimeoutMs} ms, several times); an engine holds an entity or job for milliseconds, so look for a stuck session: select pid, state, xact_start, query from pg_stat_activity where state = 'idle in transaction'; then try again (STATEHOUSE_COMMAND_LOCK_TIMEOUT_MS sets the wait)`,
-        { cause: error },
+        'another command, or the dead-letter sweep, is working on the same job right now; try again in a moment',
+        { cause: error, retryable: true },
       );
     }
     if ((error as { code?: string }).code === '42P01') {

@@ -5,6 +5,7 @@ export { preparedName } from './planned.ts';
 export { createPool, type PoolOptions, quoteIdent } from './pool.ts';
 export {
   HeldConnection,
+  isLockTimeout,
   isRetryableDatabaseError,
   sleep,
   withTransaction,

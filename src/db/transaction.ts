@@ -4,7 +4,7 @@ import type pg from 'pg';
 const RETRYABLE_SQLSTATES = new Set([
   '40001', // serialization_failure
   '40P01', // deadlock_detected
-  '55P03', // lock_not_available
+  '55P03', // lock_not_available (NOWAIT; a lock_timeout is not retried, see below)
   '57P01', // admin_shutdown (server restarting)
   '57P03', // cannot_connect_now (server starting)
   '08000', // connection_exception
@@ -16,10 +16,19 @@ const RETRYABLE_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ET
 
 export function isRetryableDatabaseError(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
+  // A session's lock_timeout is a limit someone set on purpose; running again would only
+  // multiply it. (Postgres gives NOWAIT and lock_timeout the same SQLSTATE.)
+  if (isLockTimeout(error)) return false;
   if (typeof code === 'string' && (RETRYABLE_SQLSTATES.has(code) || RETRYABLE_NODE_CODES.has(code)))
     return true;
   const message = (error as Error | null)?.message ?? '';
   return /Connection terminated|connection timeout|Client has encountered a connection error/i.test(message);
+}
+
+/** A statement cancelled by the session's lock_timeout (not a NOWAIT that found the row taken). */
+export function isLockTimeout(error: unknown): boolean {
+  const e = error as { code?: unknown; message?: unknown } | null;
+  return e?.code === '55P03' && typeof e.message === 'string' && /lock timeout/i.test(e.message);
 }
 
 export interface TransactionOptions {
