@@ -36,6 +36,24 @@ describe('event store', () => {
     ]);
   });
 
+  it('keeps the publish time to the millisecond, and none for an invalid date', async () => {
+    const at = new Date('2026-12-05T06:20:01.234Z');
+    const client = await t.pool.connect();
+    await appendEvents(client, [
+      { ...event('published', 'p-1'), machine: 'account', entityId: 'a-5', publishedAt: at },
+      {
+        ...event('published', 'p-2'),
+        machine: 'account',
+        entityId: 'a-5',
+        publishedAt: new Date(Number.NaN),
+      },
+      { ...event('published', 'p-3'), machine: 'account', entityId: 'a-5' },
+    ]);
+    client.release();
+    const stream = await readStream(t.pool, 'account', 'a-5');
+    expect(stream.map((e) => e.publishedAt?.toISOString() ?? null)).toEqual([at.toISOString(), null, null]);
+  });
+
   it('lets exactly one of two racing writers with the same expected version win', async () => {
     const results = await Promise.allSettled([
       appendToStream(t.pool, 'account', 'a-2', [event('opened', 'a2-x')], { expectedVersion: 0 }),
