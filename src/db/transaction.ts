@@ -25,10 +25,17 @@ export function isRetryableDatabaseError(error: unknown): boolean {
   return /Connection terminated|connection timeout|Client has encountered a connection error/i.test(message);
 }
 
-/** A statement cancelled by the session's lock_timeout (not a NOWAIT that found the row taken). */
+/**
+ * A statement cancelled by the session's lock_timeout (not a NOWAIT that found the row
+ * taken): Postgres raises the first from its interrupt handler, whatever the language of
+ * its messages.
+ */
 export function isLockTimeout(error: unknown): boolean {
-  const e = error as { code?: unknown; message?: unknown } | null;
-  return e?.code === '55P03' && typeof e.message === 'string' && /lock timeout/i.test(e.message);
+  const e = error as { code?: unknown; routine?: unknown; message?: unknown } | null;
+  if (e?.code !== '55P03') return false;
+  return (
+    e.routine === 'ProcessInterrupts' || (typeof e.message === 'string' && /lock timeout/i.test(e.message))
+  );
 }
 
 export interface TransactionOptions {
