@@ -150,8 +150,12 @@ describe('statehouse CLI', () => {
     const [first, second] = [...list.stdout.matchAll(/^\s*(\d+)\s+held/gm)].map((m) => m[1]!);
     expect((await cli('quarantine', 'show', first!)).stdout).toContain('reason   schema-violation');
     // The payload is valid for the demo workflow as it is now: re-driving stores it.
-    const redrive = await cli('quarantine', 'redrive', first!);
+    // Each message is its own transaction: a later one that fails leaves the first stored,
+    // and the output says so.
+    const redrive = await cli('quarantine', 'redrive', first!, '999999');
     expect(redrive.stdout).toContain(`${first}: stored as an event of order qc-1`);
+    expect(redrive.stderr).toContain('no quarantined message 999999');
+    expect(redrive.status).toBe(1);
     const stillBad = await cli('quarantine', 'redrive', second!);
     expect(stillBad.status).toBe(1);
     expect(stillBad.stdout).toContain('still invalid, kept: malformed-json');

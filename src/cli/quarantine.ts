@@ -107,18 +107,19 @@ export function quarantineCommand(): Command {
         const targets = options.all
           ? (await listQuarantine(pool, { limit: 10_000 })).map((r) => r.id)
           : parseIds(values);
+        // Said as each commits: when a later one fails, the earlier ones stand.
         const outcomes = await redriveQuarantined(pool, registry, targets, {
           maxPayloadBytes: config.nats.maxPayloadBytes,
           notifyChannel: dispatchChannel(config.database.schema),
           ...(payloads ? { payloads } : {}),
+          onOutcome: (o) => {
+            if (o.outcome === 'stored')
+              console.log(`${o.id}: stored as an event of ${o.machine} ${o.entityId}`);
+            else if (o.outcome === 'still-invalid')
+              console.log(`${o.id}: still invalid, kept: ${o.reasonCode}: ${o.reason}`);
+            else console.log(`${o.id}: not held (${o.status}), left alone`);
+          },
         });
-        for (const o of outcomes) {
-          if (o.outcome === 'stored')
-            console.log(`${o.id}: stored as an event of ${o.machine} ${o.entityId}`);
-          else if (o.outcome === 'still-invalid')
-            console.log(`${o.id}: still invalid, kept: ${o.reasonCode}: ${o.reason}`);
-          else console.log(`${o.id}: not held (${o.status}), left alone`);
-        }
         if (outcomes.some((o) => o.outcome === 'still-invalid')) process.exitCode = 1;
       });
     });

@@ -105,60 +105,65 @@ export async function redriveQuarantined(
      * the row, for the record). The message keeps its subject and headers.
      */
     payloads?: ReadonlyMap<number, Uint8Array>;
+    /**
+     * Told of each message's outcome once it is committed: each is its own transaction,
+     * so when a later one fails, the earlier ones stand and the caller can say so.
+     */
+    onOutcome?: (outcome: RedriveOutcome) => void;
   },
 ): Promise<RedriveOutcome[]> {
   const outcomes: RedriveOutcome[] = [];
   for (const id of ids) {
-    outcomes.push(
-      await withTransaction(pool, async (client) => {
-        const { rows } = await client.query<QuarantineRow>(
-          `select ${COLUMNS} from quarantine where id = $1 for update`,
-          [id],
-        );
-        const row = rows[0];
-        if (!row) throw new StatehouseError('USAGE', `no quarantined message ${id}`);
-        if (row.status !== 'held') return { id, outcome: 'not-held' as const, status: row.status };
-        const corrected = options.payloads?.get(id);
-        const raw: RawMessage = {
-          subject: row.subject,
-          data: corrected ?? new Uint8Array(row.payload),
-          headers: row.headers,
-          stream: row.natsStream ?? 'quarantine',
-          seq: row.natsSeq ?? row.id,
-          publishedAt: row.receivedAt,
-        };
-        const parsed = parseMessage(raw, registry, { maxPayloadBytes: options.maxPayloadBytes });
-        if (!parsed.ok) {
-          const reason = corrected ? `the corrected payload: ${parsed.reason}` : parsed.reason;
-          await client.query('update quarantine set reason_code = $2, reason = $3 where id = $1', [
-            id,
-            parsed.reasonCode,
-            reason,
-          ]);
-          return {
-            id,
-            outcome: 'still-invalid' as const,
-            reasonCode: parsed.reasonCode,
-            reason,
-          };
-        }
-        // Under the id the message itself gives (Nats-Msg-Id, a CloudEvent's source and id),
-        // so a corrected re-send by its publisher is recognised as the same event.
-        await appendEvents(client, [parsed.event], { notifyChannel: options.notifyChannel });
-        await client.query(
-          `update quarantine set status = 'redriven', resolved_at = now(),
-             reason = case when $2 then reason || ' (re-driven with a corrected payload)' else reason end
-           where id = $1`,
-          [id, corrected !== undefined],
-        );
+    const outcome = await withTransaction(pool, async (client): Promise<RedriveOutcome> => {
+      const { rows } = await client.query<QuarantineRow>(
+        `select ${COLUMNS} from quarantine where id = $1 for update`,
+        [id],
+      );
+      const row = rows[0];
+      if (!row) throw new StatehouseError('USAGE', `no quarantined message ${id}`);
+      if (row.status !== 'held') return { id, outcome: 'not-held' as const, status: row.status };
+      const corrected = options.payloads?.get(id);
+      const raw: RawMessage = {
+        subject: row.subject,
+        data: corrected ?? new Uint8Array(row.payload),
+        headers: row.headers,
+        stream: row.natsStream ?? 'quarantine',
+        seq: row.natsSeq ?? row.id,
+        publishedAt: row.receivedAt,
+      };
+      const parsed = parseMessage(raw, registry, { maxPayloadBytes: options.maxPayloadBytes });
+      if (!parsed.ok) {
+        const reason = corrected ? `the corrected payload: ${parsed.reason}` : parsed.reason;
+        await client.query('update quarantine set reason_code = $2, reason = $3 where id = $1', [
+          id,
+          parsed.reasonCode,
+          reason,
+        ]);
         return {
           id,
-          outcome: 'stored' as const,
-          machine: parsed.event.machine,
-          entityId: parsed.event.entityId,
+          outcome: 'still-invalid' as const,
+          reasonCode: parsed.reasonCode,
+          reason,
         };
-      }),
-    );
+      }
+      // Under the id the message itself gives (Nats-Msg-Id, a CloudEvent's source and id),
+      // so a corrected re-send by its publisher is recognised as the same event.
+      await appendEvents(client, [parsed.event], { notifyChannel: options.notifyChannel });
+      await client.query(
+        `update quarantine set status = 'redriven', resolved_at = now(),
+             reason = case when $2 then reason || ' (re-driven with a corrected payload)' else reason end
+           where id = $1`,
+        [id, corrected !== undefined],
+      );
+      return {
+        id,
+        outcome: 'stored' as const,
+        machine: parsed.event.machine,
+        entityId: parsed.event.entityId,
+      };
+    });
+    outcomes.push(outcome);
+    options.onOutcome?.(outcome);
   }
   return outcomes;
 }
