@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GROWN_BYTES } from '../src/db/planned.ts';
-import { appendEvents } from '../src/store/index.ts';
+import { appendEvents, encodeEvents } from '../src/store/index.ts';
 import { createTestContext, type TestContext } from './helpers/context.ts';
 
 let next = 0;
@@ -48,7 +48,7 @@ describe('prepared statements of a growing store', () => {
       for (let i = 0; i < 50; i++) await appendEvents(client, events(1));
       expect(await preparedStatements(client)).toContain('statehouse.append-events');
 
-      const encoded = JSON.stringify([{ message_id: 'planned-probe', machine: 'ledger', entity_id: 'p-1' }]);
+      const encoded = encodeEvents(events(1));
       const { rows } = await client.query<{ 'QUERY PLAN': string }>(
         `explain execute "statehouse.append-events"(${client.escapeLiteral(encoded)}, null)`,
       );

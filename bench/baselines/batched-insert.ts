@@ -108,14 +108,16 @@ function arrayQuery(rows: EventRow[]): pg.QueryConfig {
 }
 
 function jsonQuery(rows: EventRow[]): pg.QueryConfig {
-  const doc = rows.map(([message_id, entity_id, type, data, subject, nats_seq, published_at]) => ({
-    message_id,
-    entity_id,
+  // Positional arrays, the time as text: the cheapest document to build, send and parse
+  // (as statehouse's encodeEvents).
+  const doc = rows.map(([id, entityId, type, data, subject, seq, at]) => [
+    id,
+    entityId,
     type,
     data,
     subject,
-    nats_seq,
-    published_at,
-  }));
+    seq,
+    at.toISOString(),
+  ]);
   return { name: 'store-batch-json', text: INSERT_JSON_BATCH_SQL, values: [JSON.stringify(doc)] };
 }

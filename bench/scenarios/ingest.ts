@@ -51,7 +51,8 @@ export const INGEST_BASELINES: ReadonlyArray<Variant & { default: boolean }> = [
     ...baseline({
       name: 'batched-insert',
       module: 'baselines/batched-insert.ts',
-      description: 'hand-written: 500 per statement (jsonb_to_recordset), pipelined, one AckAll per batch',
+      description:
+        'hand-written: 500 per statement (one JSON document of positional arrays), pipelined, one AckAll per batch',
       target: 0.5,
     }),
     default: true,

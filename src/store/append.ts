@@ -15,13 +15,14 @@ import type { AppendedEvent, AppendResult, NewEvent } from './types.ts';
 export function appendCtes(guard = 'true'): string {
   return `
 input as (
-  -- One JSON document for the whole batch: cheaper to build and send than an array per column.
-  select * from rows from (jsonb_to_recordset($1::jsonb) as (
-    message_id text, machine text, entity_id text, type text, schema_version int, data jsonb,
-    metadata jsonb, source text, subject text, nats_stream text, nats_seq bigint,
-    published_at timestamptz)) with ordinality as t(
-    message_id, machine, entity_id, type, schema_version, data, metadata, source, subject,
-    nats_stream, nats_seq, published_at, ord)
+  -- One JSON document for the whole batch, an array of positional arrays (see encodeEvents):
+  -- cheaper to build and send than an array per column, and than an object per event, whose
+  -- keys made the document 60 % larger and Postgres's parse of it 1.7 times as long.
+  select e ->> 0 as message_id, e ->> 1 as machine, e ->> 2 as entity_id, e ->> 3 as type,
+         (e ->> 4)::int as schema_version, e -> 5 as data, e -> 6 as metadata, e ->> 7 as source,
+         e ->> 8 as subject, e ->> 9 as nats_stream, (e ->> 10)::bigint as nats_seq,
+         (e ->> 11)::timestamptz as published_at, t.ord
+  from jsonb_array_elements($1::jsonb) with ordinality as t(e, ord)
   where ${guard}
 ),
 -- Probing the unique index with the batch's ids stays cheap however long the history;
@@ -54,7 +55,8 @@ appended as (
                       source, subject, nats_stream, nats_seq, published_at)
   select f.message_id, f.machine, f.entity_id,
          b.last_version - c.n + row_number() over (partition by f.machine, f.entity_id order by f.ord)::int,
-         -- jsonb_to_recordset reads a JSON null as SQL NULL; the event's data is JSON null then.
+         -- e -> 5 of a JSON null is the jsonb null, which is what is stored; SQL NULL only
+         -- for an element missing altogether.
          f.type, f.schema_version, coalesce(f.data, 'null'::jsonb), coalesce(f.metadata, '{}'::jsonb), f.source, f.subject, f.nats_stream, f.nats_seq, f.published_at
   from fresh f
   join counts c on c.machine = f.machine and c.entity_id = f.entity_id
@@ -76,25 +78,28 @@ function isoTime(date: Date | null | undefined): string | null {
   return date && !Number.isNaN(date.getTime()) ? date.toISOString() : null;
 }
 
-/** The batch as the one JSON document `appendCtes` reads (`$1`). */
+/**
+ * The batch as the one JSON document `appendCtes` reads (`$1`): one array per event, its
+ * fields in the order the `input` CTE takes them.
+ */
 export function encodeEvents(events: readonly NewEvent[]): string {
   return JSON.stringify(
-    events.map((e) => ({
-      message_id: e.messageId,
-      machine: e.machine,
-      entity_id: e.entityId,
-      type: e.type,
-      schema_version: e.schemaVersion ?? 1,
-      data: e.data ?? null,
-      metadata: e.metadata ?? {},
-      source: e.source,
-      subject: e.subject ?? null,
-      nats_stream: e.natsStream ?? null,
-      nats_seq: e.natsSeq ?? null,
+    events.map((e) => [
+      e.messageId,
+      e.machine,
+      e.entityId,
+      e.type,
+      e.schemaVersion ?? 1,
+      e.data ?? null,
+      e.metadata ?? {},
+      e.source,
+      e.subject ?? null,
+      e.natsStream ?? null,
+      e.natsSeq ?? null,
       // The same text JSON.stringify would make of the Date, but a Date in the batch
       // takes the whole document off V8's fast path: 3.4 µs an event against 2.1.
-      published_at: isoTime(e.publishedAt),
-    })),
+      isoTime(e.publishedAt),
+    ]),
   );
 }
 
@@ -108,7 +113,7 @@ export async function appendEvents(
   options: { notifyChannel?: string } = {},
 ): Promise<AppendResult> {
   if (events.length === 0) return { appended: [], duplicates: 0 };
-  // Prepared once `events` has grown (see preparedName). The NOTIFY is delivered at
+  // Prepared for the size `events` has (see preparedName). The NOTIFY is delivered at
   // commit, once per transaction: it wakes the dispatchers.
   const { rows } = await client.query<AppendedEvent & { notified?: unknown }>({
     name: await preparedName(client, 'statehouse.append-events', ['events']),
