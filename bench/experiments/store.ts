@@ -111,19 +111,17 @@ try {
       await pool.query({ name: 'un', text: INSERT_BATCH_SQL, values: cols });
     }),
   );
-  await measure('baseline: jsonb_to_recordset, one JSON document', EVENTS, () =>
+  await measure('baseline: one JSON document of positional arrays', EVENTS, () =>
     batches(async (from) => {
-      const doc = rows(from, 'js').map(
-        ([message_id, entity_id, type, d, subject, nats_seq, published_at]) => ({
-          message_id,
-          entity_id,
-          type,
-          data: d,
-          subject,
-          nats_seq,
-          published_at,
-        }),
-      );
+      const doc = rows(from, 'js').map(([id, entityId, type, d, subject, seq, at]) => [
+        id,
+        entityId,
+        type,
+        d,
+        subject,
+        seq,
+        at instanceof Date ? at.toISOString() : at,
+      ]);
       await pool.query({ name: 'js', text: INSERT_JSON_BATCH_SQL, values: [JSON.stringify(doc)] });
     }),
   );

@@ -22,7 +22,7 @@ export const ingestInput = z.object({
       ackAll: z.boolean().default(true),
       /** Decode and encode the next batch while the current one's statement runs. */
       pipeline: z.boolean().default(true),
-      /** Rows as one JSON document (jsonb_to_recordset) or as one array parameter per column (unnest). */
+      /** Rows as one JSON document of positional arrays, or as one array parameter per column (unnest). */
       encoding: z.enum(['json', 'arrays']).default('json'),
     })
     .prefault({}),

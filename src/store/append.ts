@@ -57,7 +57,7 @@ appended as (
          b.last_version - c.n + row_number() over (partition by f.machine, f.entity_id order by f.ord)::int,
          -- e -> 5 of a JSON null is the jsonb null, which is what is stored; SQL NULL only
          -- for an element missing altogether.
-         f.type, f.schema_version, coalesce(f.data, 'null'::jsonb), coalesce(f.metadata, '{}'::jsonb), f.source, f.subject, f.nats_stream, f.nats_seq, f.published_at
+         f.type, f.schema_version, coalesce(f.data, 'null'::jsonb), coalesce(nullif(f.metadata, 'null'::jsonb), '{}'::jsonb), f.source, f.subject, f.nats_stream, f.nats_seq, f.published_at
   from fresh f
   join counts c on c.machine = f.machine and c.entity_id = f.entity_id
   join bumped b on b.machine = f.machine and b.entity_id = f.entity_id
