@@ -107,7 +107,8 @@ export async function redriveQuarantined(
     payloads?: ReadonlyMap<number, Uint8Array>;
     /**
      * Told of each message's outcome once it is committed: each is its own transaction,
-     * so when a later one fails, the earlier ones stand and the caller can say so.
+     * so when a later one fails, the earlier ones stand and the caller can say so. If it
+     * throws, the ids after that one are left as they are.
      */
     onOutcome?: (outcome: RedriveOutcome) => void;
   },
