@@ -44,7 +44,7 @@ export async function withDatabase<T>(
     if (isLockTimeout(error)) {
       throw new StatehouseError(
         'BUSY',
-        `another session held a lock this command needs for ${lockTimeoutMs ?? 'its whole lock_timeout'} ms; an engine holds an entity or a job for milliseconds, so look for a stuck session (select pid, state, xact_start, query from pg_stat_activity where state like 'idle in transaction%' or xact_start < now() - interval '10 seconds'), end it, and try again; STATEHOUSE_COMMAND_LOCK_TIMEOUT_MS sets the wait`,
+        `another session held a lock this command needs for ${lockTimeoutMs === undefined ? 'longer than the session’s lock_timeout' : `${lockTimeoutMs} ms`}; an engine holds an entity or a job for milliseconds, so look for a stuck session (select pid, state, xact_start, query from pg_stat_activity where state like 'idle in transaction%' or xact_start < now() - interval '10 seconds'), end it, and try again; STATEHOUSE_COMMAND_LOCK_TIMEOUT_MS sets the wait`,
         { cause: error, retryable: true },
       );
     }
