@@ -181,16 +181,28 @@ export async function onCompensationOutcome(
   );
 }
 
-/** Makes a failed step's saga compensate again (an operator re-runs its undo). */
-export async function reopenStep(client: pg.ClientBase, entity: Entity, stepKey: string): Promise<void> {
+/**
+ * Makes a failed step's saga compensate again (an operator re-runs its undo, or an engine
+ * that has the missing compensation starts). With `onlyIf`, only a step still in that
+ * status; says whether it reopened the step.
+ */
+export async function reopenStep(
+  client: pg.ClientBase,
+  entity: Entity,
+  stepKey: string,
+  onlyIf?: string,
+): Promise<boolean> {
+  const { rowCount } = await client.query(
+    `update saga_steps set status = 'compensating', updated_at = now()
+     where step_key = $1 and ($2::text is null or status = $2)`,
+    [stepKey, onlyIf ?? null],
+  );
+  if (rowCount === 0) return false;
   await client.query(
     `update entities set saga_state = 'compensating' where machine = $1 and entity_id = $2`,
     [entity.machine, entity.entityId],
   );
-  await client.query(
-    `update saga_steps set status = 'compensating', updated_at = now() where step_key = $1`,
-    [stepKey],
-  );
+  return true;
 }
 
 async function compensateNext(
@@ -309,34 +321,12 @@ export async function resumeStepsMissingHandlers(
       entity.machine,
       entity.entityId,
     ]);
-    const { rowCount } = await client.query(
-      `update saga_steps set status = 'compensating', updated_at = now()
-       where step_key = $1 and status = 'compensation-failed'`,
-      [step.stepKey],
-    );
-    if (rowCount === 0) continue;
-    await client.query(
-      `update entities set saga_state = 'compensating' where machine = $1 and entity_id = $2`,
-      [entity.machine, entity.entityId],
-    );
-    const { appended } = await appendCaused(
-      client,
-      {
-        ...entity,
-        type: 'statehouse.saga.resumed',
-        data: { handler: step.handler, stepKey: step.stepKey },
-        source: 'engine',
-      },
-      { notifyChannel: deps.notifyChannel },
-    );
-    const event = appended[0]!;
-    await enqueueUndo(
-      client,
-      entity,
-      step,
-      { position: event.position, version: event.version, type: 'statehouse.saga.resumed' },
-      deps,
-    );
+    if (!(await reopenStep(client, entity, step.stepKey, 'compensation-failed'))) continue;
+    const cause = await appendEngineEvent(client, entity, 'statehouse.saga.resumed', deps, {
+      handler: step.handler,
+      stepKey: step.stepKey,
+    });
+    await enqueueUndo(client, entity, step, cause, deps);
     resumed++;
   }
   return resumed;
@@ -379,10 +369,12 @@ async function appendEngineEvent(
   type: string,
   deps: SagaDeps,
   data: unknown,
-): Promise<void> {
-  await appendCaused(
+): Promise<Cause> {
+  const { appended } = await appendCaused(
     client,
     { ...entity, type, data, source: 'engine' },
     { notifyChannel: deps.notifyChannel },
   );
+  const event = appended[0]!;
+  return { position: event.position, version: event.version, type };
 }
