@@ -111,9 +111,14 @@ export function unrecordedOutput(
     : { ...run.error, unrecorded: 'failed' };
 }
 
+/** Whether a job's output says its run succeeded but the outcome could not be recorded. */
+export function succeededUnrecorded(output: unknown): output is { unrecorded: 'done'; output?: unknown } {
+  return (output as { unrecorded?: unknown } | null)?.unrecorded === 'done';
+}
+
 function outcomeOf(row: { sourceId: string; data: JobData; sourceOutput: unknown }): JobOutcome {
   const output = row.sourceOutput as { unrecorded?: unknown; output?: unknown; message?: unknown } | null;
-  if (output?.unrecorded === 'done') {
+  if (succeededUnrecorded(output)) {
     return { jobId: row.sourceId, data: row.data, ok: true, payload: output.output ?? null };
   }
   if (output?.unrecorded === 'failed') {

@@ -3,14 +3,14 @@ import { PgBoss } from 'pg-boss';
 import { quoteIdent, withTransaction } from '../db/index.ts';
 import { StatehouseError } from '../errors/index.ts';
 import { appendCaused, isDuplicateMessageError } from '../store/index.ts';
-import { OutcomeRecorder } from './outcomes.ts';
+import { succeededUnrecorded } from './dead-letters.ts';
+import { OutcomeRecorder, recordedOutcomeTypes } from './outcomes.ts';
 import {
   dbOf,
   deadLetterQueueName,
   insertJobs,
   isDeadLetterQueue,
   type JobData,
-  outcomeMessageId,
   outcomeType,
   QUEUE_PREFIX,
   queueName,
@@ -251,7 +251,7 @@ export class JobOperations {
           `job ${id} is not a waiting dead letter (it is ${job.state} in ${job.queue}); \`statehouse jobs list --state dead\` shows them`,
         );
       }
-      if ((job.output as { unrecorded?: unknown } | null)?.unrecorded === 'done') {
+      if (succeededUnrecorded(job.output)) {
         // Running it again would repeat a side effect whose result is known.
         throw new StatehouseError(
           'JOB_STATE_INVALID',
@@ -288,11 +288,7 @@ export class JobOperations {
     originalId: string,
     options: RerunOptions,
   ): Promise<string> {
-    const { rows: recorded } = await client.query<{ type: string }>(
-      'select type from events where message_id = $1',
-      [outcomeMessageId(originalId)],
-    );
-    const outcome = recorded[0]?.type;
+    const outcome = (await recordedOutcomeTypes(client, [originalId])).get(originalId);
     if (outcome === outcomeType(job.data, 'done')) {
       throw new StatehouseError(
         'JOB_STATE_INVALID',
@@ -357,17 +353,14 @@ export class JobOperations {
           `job ${id} undoes a step of ${job.data.machine} ${job.data.entityId}'s saga, which cannot finish without it; let it run (or fail and be retried)`,
         );
       }
-      const { rows: recorded } = await client.query<{ type: string }>(
-        'select type from events where message_id = $1',
-        [outcomeMessageId(id)],
-      );
-      if (recorded[0]) {
+      const recorded = (await recordedOutcomeTypes(client, [id])).get(id);
+      if (recorded !== undefined) {
         throw new StatehouseError(
           'JOB_STATE_INVALID',
-          `job ${id} already has its outcome (${recorded[0].type} is recorded; an attempt finished before its worker was lost), so it is not cancelled`,
+          `job ${id} already has its outcome (${recorded} is recorded; an attempt finished before its worker was lost), so it is not cancelled`,
         );
       }
-      if ((job.output as { unrecorded?: unknown } | null)?.unrecorded === 'done') {
+      if (succeededUnrecorded(job.output)) {
         // Cancelling would tell the entity it failed while its side effect happened.
         throw new StatehouseError(
           'JOB_STATE_INVALID',

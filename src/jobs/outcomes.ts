@@ -1,8 +1,21 @@
 import type pg from 'pg';
 import type { EventSource } from '../store/index.ts';
 import { appendEvents } from '../store/index.ts';
-import { type JobData, outcomeMessageId, outcomeType } from './queues.ts';
+import { type JobData, OUTCOME_ID_PREFIX, outcomeMessageId, outcomeType } from './queues.ts';
 import { onCompensationOutcome, recordSagaSteps, type SagaDeps, undoLateSteps } from './saga.ts';
+
+/** The outcome event already recorded for each of these jobs that has one: its type, by job id. */
+export async function recordedOutcomeTypes(
+  db: pg.Pool | pg.ClientBase,
+  jobIds: readonly string[],
+): Promise<Map<string, string>> {
+  if (jobIds.length === 0) return new Map();
+  const { rows } = await db.query<{ messageId: string; type: string }>(
+    'select message_id as "messageId", type from events where message_id = any($1::text[])',
+    [jobIds.map(outcomeMessageId)],
+  );
+  return new Map(rows.map((row) => [row.messageId.slice(OUTCOME_ID_PREFIX.length), row.type]));
+}
 
 /** How one job ended, about to become its entity's next event. */
 export interface JobOutcome {

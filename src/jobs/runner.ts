@@ -12,13 +12,12 @@ import { isDuplicateMessageError } from '../store/index.ts';
 import type { JobEffect } from '../workflows/index.ts';
 import { sweepDeadLetters, unrecordedOutput } from './dead-letters.ts';
 import type { Handler, HandlerContext } from './handler.ts';
-import { type JobOutcome, OutcomeRecorder } from './outcomes.ts';
+import { type JobOutcome, OutcomeRecorder, recordedOutcomeTypes } from './outcomes.ts';
 import {
   dbOf,
   deadLetterQueueName,
   insertJobs,
   type JobData,
-  outcomeMessageId,
   outcomeType,
   queueName,
   wakeWorkers,
@@ -407,12 +406,12 @@ export class JobRunner implements EffectSink {
   async #recordedOutcomes(jobs: readonly Job<JobData>[]): Promise<Map<string, { type: string }>> {
     const again = jobs.filter((job) => job.retryCount > 0);
     if (again.length === 0) return new Map();
-    let rows: Array<{ messageId: string; type: string }>;
+    let types: Map<string, string>;
     try {
-      ({ rows } = await this.#options.pool.query(
-        'select message_id as "messageId", type from events where message_id = any($1::text[])',
-        [again.map((job) => outcomeMessageId(job.id))],
-      ));
+      types = await recordedOutcomeTypes(
+        this.#options.pool,
+        again.map((job) => job.id),
+      );
     } catch (error) {
       // Not worth failing the batch over: run them; an outcome recorded before is still
       // not recorded twice.
@@ -422,16 +421,15 @@ export class JobRunner implements EffectSink {
       );
       return new Map();
     }
-    const byId = new Map(rows.map((row) => [row.messageId, row]));
     const found = new Map<string, { type: string }>();
     for (const job of again) {
-      const row = byId.get(outcomeMessageId(job.id));
-      if (!row) continue;
+      const type = types.get(job.id);
+      if (type === undefined) continue;
       this.#options.log.warn(
-        { jobId: job.id, handler: job.data.handler, entityId: job.data.entityId, outcome: row.type },
+        { jobId: job.id, handler: job.data.handler, entityId: job.data.entityId, outcome: type },
         'job handed out again after its outcome was recorded; settled as recorded, not run',
       );
-      found.set(job.id, row);
+      found.set(job.id, { type });
     }
     return found;
   }
