@@ -73,11 +73,6 @@ select position, machine, entity_id as "entityId", version, message_id as "messa
        (select case when $2::text is not null then pg_notify($2, '')::text end) as notified
 from appended`;
 
-/** What JSON.stringify makes of a Date (null for an invalid one), made explicitly. */
-function isoTime(date: Date | null | undefined): string | null {
-  return date && !Number.isNaN(date.getTime()) ? date.toISOString() : null;
-}
-
 /**
  * The batch as the one JSON document `appendCtes` reads (`$1`): one array per event, its
  * fields in the order the `input` CTE takes them.
@@ -96,9 +91,9 @@ export function encodeEvents(events: readonly NewEvent[]): string {
       e.subject ?? null,
       e.natsStream ?? null,
       e.natsSeq ?? null,
-      // The same text JSON.stringify would make of the Date, but a Date in the batch
+      // Date's own toJSON (null for an invalid date), called here: a Date in the batch
       // takes the whole document off V8's fast path: 3.4 µs an event against 2.1.
-      isoTime(e.publishedAt),
+      e.publishedAt?.toJSON() ?? null,
     ]),
   );
 }
