@@ -32,6 +32,8 @@ const LOOK_EVERY = 10;
 
 interface ConnectionState {
   grown: Set<string>;
+  /** Statements whose tables have all grown: prepared under their own name from now on. */
+  settled: Set<string>;
   sinceLook: number;
 }
 
@@ -52,17 +54,19 @@ export async function preparedName(
 ): Promise<string> {
   let state = connections.get(client);
   if (!state) {
-    state = { grown: new Set(), sinceLook: LOOK_EVERY };
+    state = { grown: new Set(), settled: new Set(), sinceLook: LOOK_EVERY };
     connections.set(client, state);
   }
-  let small = tables.filter((table) => !state.grown.has(table));
-  if (small.length === 0) return name;
-  if (++state.sinceLook >= LOOK_EVERY) {
+  // The common case, on every hot statement: nothing to look at or allocate.
+  if (state.settled.has(name)) return name;
+  const unknown = tables.filter((table) => !state.grown.has(table));
+  if (unknown.length > 0 && ++state.sinceLook >= LOOK_EVERY) {
     state.sinceLook = 0;
-    const { rows } = await client.query<{ table: string; grown: boolean }>(SIZES_SQL, [small, GROWN_BYTES]);
+    const { rows } = await client.query<{ table: string; grown: boolean }>(SIZES_SQL, [unknown, GROWN_BYTES]);
     for (const row of rows) if (row.grown) state.grown.add(row.table);
-    small = small.filter((table) => !state.grown.has(table));
-    if (small.length === 0) return name;
   }
-  return `${name}~${small.join('+')}`;
+  const small = tables.filter((table) => !state.grown.has(table));
+  if (small.length > 0) return `${name}~${small.join('+')}`;
+  state.settled.add(name);
+  return name;
 }
