@@ -79,7 +79,12 @@ describe('saga compensation and job operations', () => {
       "select status from saga_steps where entity_id = 't-1'",
     );
     expect(steps.map((s) => s.status)).toEqual(['compensated', 'compensated', 'compensated']);
-    expect(await trip('t-1')).toMatchObject({ status: 'done', state: 'cancelled' });
+    // Once the machine has seen the stale outcome too, not before.
+    const applied = await waitFor('the stale outcome to be applied', async () => {
+      const row = await trip('t-1');
+      return row && row.applied_version === row.last_version ? row : undefined;
+    });
+    expect(applied).toMatchObject({ status: 'done', state: 'cancelled' });
     const { rows } = await t.pool.query("select saga_state from entities where entity_id = 't-1'");
     expect(rows[0]).toEqual({ saga_state: null });
   });
