@@ -36,20 +36,48 @@ describe('event store', () => {
     ]);
   });
 
+  it('stores every field of an appended event where it belongs', async () => {
+    const given = {
+      machine: 'account',
+      entityId: 'a-6',
+      type: 'credited',
+      schemaVersion: 3,
+      data: { amountCents: 1200, note: null },
+      metadata: { correlationId: 'c-1' },
+      messageId: 'f-1',
+      source: 'nats' as const,
+      subject: 'accounts.a-6.credited',
+      natsStream: 'STATEHOUSE',
+      natsSeq: 4242,
+      publishedAt: new Date('2026-12-05T06:21:02.345Z'),
+    };
+    const client = await t.pool.connect();
+    try {
+      await appendEvents(client, [given]);
+    } finally {
+      client.release();
+    }
+    const [stored] = await readStream(t.pool, 'account', 'a-6');
+    expect(stored).toMatchObject({ ...given, version: 1 });
+  });
+
   it('keeps the publish time to the millisecond, and none for an invalid date', async () => {
     const at = new Date('2026-12-05T06:20:01.234Z');
     const client = await t.pool.connect();
-    await appendEvents(client, [
-      { ...event('published', 'p-1'), machine: 'account', entityId: 'a-5', publishedAt: at },
-      {
-        ...event('published', 'p-2'),
-        machine: 'account',
-        entityId: 'a-5',
-        publishedAt: new Date(Number.NaN),
-      },
-      { ...event('published', 'p-3'), machine: 'account', entityId: 'a-5' },
-    ]);
-    client.release();
+    try {
+      await appendEvents(client, [
+        { ...event('published', 'p-1'), machine: 'account', entityId: 'a-5', publishedAt: at },
+        {
+          ...event('published', 'p-2'),
+          machine: 'account',
+          entityId: 'a-5',
+          publishedAt: new Date(Number.NaN),
+        },
+        { ...event('published', 'p-3'), machine: 'account', entityId: 'a-5' },
+      ]);
+    } finally {
+      client.release();
+    }
     const stream = await readStream(t.pool, 'account', 'a-5');
     expect(stream.map((e) => e.publishedAt?.toISOString() ?? null)).toEqual([at.toISOString(), null, null]);
   });
