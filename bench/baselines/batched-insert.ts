@@ -18,8 +18,8 @@ import { connect } from '@nats-io/transport-node';
 import pg from 'pg';
 import { ingestInput } from '../lib/ingest-input.ts';
 import { defineTask } from '../lib/task.ts';
-import { type EventRow, entityTokenIndex, rowValues, toRow } from './rows.ts';
-import { INSERT_BATCH_SQL, INSERT_JSON_BATCH_SQL } from './schema.ts';
+import { entityTokenIndex, toRow } from './rows.ts';
+import { arrayQuery, jsonQuery } from './schema.ts';
 
 interface Prepared {
   messages: JsMsg[];
@@ -97,27 +97,3 @@ export default defineTask({
     await db.end();
   },
 });
-
-function arrayQuery(rows: EventRow[]): pg.QueryConfig {
-  const columns: unknown[][] = [[], [], [], [], [], [], []];
-  for (const row of rows) {
-    const values = rowValues(row);
-    for (let i = 0; i < 7; i++) columns[i]!.push(values[i]);
-  }
-  return { name: 'store-batch-arrays', text: INSERT_BATCH_SQL, values: columns };
-}
-
-function jsonQuery(rows: EventRow[]): pg.QueryConfig {
-  // Positional arrays, the time as text: the cheapest document to build, send and parse
-  // (as statehouse's encodeEvents).
-  const doc = rows.map(([id, entityId, type, data, subject, seq, at]) => [
-    id,
-    entityId,
-    type,
-    data,
-    subject,
-    seq,
-    at.toISOString(),
-  ]);
-  return { name: 'store-batch-json', text: INSERT_JSON_BATCH_SQL, values: [JSON.stringify(doc)] };
-}

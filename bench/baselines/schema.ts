@@ -11,6 +11,7 @@
 // checkpoint row, no NOTIFY, no envelope parsing beyond JSON.parse. That is the floor a
 // baseline sets: the ratio says what statehouse's extra guarantees cost.
 import type pg from 'pg';
+import { type EventRow, rowValues } from './rows.ts';
 
 export const BASELINE_SCHEMA = 'baseline';
 
@@ -88,4 +89,30 @@ export async function countBaselineEvents(client: pg.ClientBase): Promise<number
     `select count(*)::int as n from ${BASELINE_SCHEMA}.events`,
   );
   return rows[0]?.n ?? 0;
+}
+
+/** A batch for INSERT_BATCH_SQL: one array parameter per column. */
+export function arrayQuery(rows: EventRow[]): pg.QueryConfig {
+  const columns: unknown[][] = [[], [], [], [], [], [], []];
+  for (const row of rows) {
+    const values = rowValues(row);
+    for (let i = 0; i < 7; i++) columns[i]!.push(values[i]);
+  }
+  return { name: 'store-batch-arrays', text: INSERT_BATCH_SQL, values: columns };
+}
+
+/** A batch for INSERT_JSON_BATCH_SQL: one JSON document. */
+export function jsonQuery(rows: EventRow[]): pg.QueryConfig {
+  // Positional arrays, the time as text: the cheapest document to build, send and parse
+  // (as statehouse's encodeEvents).
+  const doc = rows.map(([id, entityId, type, data, subject, seq, at]) => [
+    id,
+    entityId,
+    type,
+    data,
+    subject,
+    seq,
+    at.toISOString(),
+  ]);
+  return { name: 'store-batch-json', text: INSERT_JSON_BATCH_SQL, values: [JSON.stringify(doc)] };
 }

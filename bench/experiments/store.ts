@@ -11,7 +11,8 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { createPool, migrate, withTransaction } from '../../src/db/index.ts';
 import { appendEvents, type NewEvent } from '../../src/store/index.ts';
-import { createBaselineTables, INSERT_BATCH_SQL, INSERT_JSON_BATCH_SQL } from '../baselines/schema.ts';
+import type { EventRow } from '../baselines/rows.ts';
+import { arrayQuery, createBaselineTables, jsonQuery } from '../baselines/schema.ts';
 import { cpuDelta, cpuSnapshot } from '../lib/proc.ts';
 import { BenchServices } from '../lib/services.ts';
 import { percentile } from '../lib/stats.ts';
@@ -92,7 +93,7 @@ try {
   const rows = (from: number, prefix: string) =>
     Array.from({ length: BATCH }, (_, k) => {
       const i = from + k;
-      return [
+      const row: EventRow = [
         `${prefix}-${i}`,
         `o-${i % ENTITIES}`,
         'order.placed',
@@ -100,29 +101,17 @@ try {
         `x.orders.o-${i % ENTITIES}.placed`,
         i + 1,
         new Date(),
-      ] as const;
+      ];
+      return row;
     });
   await measure('baseline: unnest, one array per column', EVENTS, () =>
     batches(async (from) => {
-      const cols: unknown[][] = [[], [], [], [], [], [], []];
-      for (const r of rows(from, 'un')) {
-        for (let j = 0; j < 7; j++) cols[j]!.push(j === 3 ? JSON.stringify(r[j]) : r[j]);
-      }
-      await pool.query({ name: 'un', text: INSERT_BATCH_SQL, values: cols });
+      await pool.query(arrayQuery(rows(from, 'un')));
     }),
   );
   await measure('baseline: one JSON document of positional arrays', EVENTS, () =>
     batches(async (from) => {
-      const doc = rows(from, 'js').map(([id, entityId, type, d, subject, seq, at]) => [
-        id,
-        entityId,
-        type,
-        d,
-        subject,
-        seq,
-        at instanceof Date ? at.toISOString() : at,
-      ]);
-      await pool.query({ name: 'js', text: INSERT_JSON_BATCH_SQL, values: [JSON.stringify(doc)] });
+      await pool.query(jsonQuery(rows(from, 'js')));
     }),
   );
 
