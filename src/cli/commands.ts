@@ -15,20 +15,15 @@ import { formatEntity } from './format.ts';
 
 export async function migrateCommand(): Promise<void> {
   const { config, log } = commandContext();
-  await withDatabase(
-    config,
-    log,
-    async (pool) => {
-      const result = await migrate(pool, config.database.schema);
-      const names = result.applied.map((m) => `${m.version}_${m.name}`).join(', ');
-      console.log(
-        result.applied.length > 0
-          ? `applied ${result.applied.length} migration(s): ${names}; schema "${config.database.schema}" is at ${result.current}`
-          : `schema "${config.database.schema}" is up to date at ${result.current}`,
-      );
-    },
-    { boundedLockWaits: false },
-  );
+  await withDatabase(config, log, async (pool) => {
+    const result = await migrate(pool, config.database.schema);
+    const names = result.applied.map((m) => `${m.version}_${m.name}`).join(', ');
+    console.log(
+      result.applied.length > 0
+        ? `applied ${result.applied.length} migration(s): ${names}; schema "${config.database.schema}" is at ${result.current}`
+        : `schema "${config.database.schema}" is up to date at ${result.current}`,
+    );
+  });
 }
 
 export async function entityCommand(

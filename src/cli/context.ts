@@ -27,8 +27,6 @@ export async function withDatabase<T>(
   config: Config,
   log: Logger,
   work: (pool: ReturnType<typeof createPool>, databaseUrl: string) => Promise<T>,
-  /** Off for `migrate`, which waits its turn behind another migration on purpose. */
-  options: { boundedLockWaits?: boolean } = {},
 ): Promise<T> {
   const postgres = await resolvePostgres({
     url: config.database.url,
@@ -36,7 +34,7 @@ export async function withDatabase<T>(
     dataDir: config.services.dataDir,
     log,
   });
-  const lockTimeoutMs = options.boundedLockWaits === false ? undefined : config.database.commandLockTimeoutMs;
+  const lockTimeoutMs = config.database.commandLockTimeoutMs;
   const pool = createPool({ url: postgres.url, schema: config.database.schema, max: 2, lockTimeoutMs });
   try {
     return await work(pool, postgres.url);
@@ -44,7 +42,7 @@ export async function withDatabase<T>(
     if (isLockTimeout(error)) {
       throw new StatehouseError(
         'BUSY',
-        `another session held a lock this command needs for ${lockTimeoutMs === undefined ? 'longer than the session’s lock_timeout' : `${lockTimeoutMs} ms`}; an engine holds an entity or a job for milliseconds, so look for a stuck session (select pid, state, xact_start, query from pg_stat_activity where state like 'idle in transaction%' or xact_start < now() - interval '10 seconds'), end it, and try again; STATEHOUSE_COMMAND_LOCK_TIMEOUT_MS sets the wait`,
+        `another session held a lock this command needs for ${lockTimeoutMs} ms; an engine holds an entity or a job for milliseconds, so look for a stuck session (select pid, state, xact_start, query from pg_stat_activity where state like 'idle in transaction%' or xact_start < now() - interval '10 seconds'), end it, and try again; STATEHOUSE_COMMAND_LOCK_TIMEOUT_MS sets the wait`,
         { cause: error, retryable: true },
       );
     }

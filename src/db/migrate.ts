@@ -55,6 +55,9 @@ export async function migrate(
   client.on('error', onError);
   const lockKey = `statehouse.migrate:${schema}`;
   try {
+    // Waiting behind another migration is the point here, whatever lock_timeout the
+    // session was given (the CLI's sessions have one); reset when the client goes back.
+    await client.query('set lock_timeout = 0');
     await client.query('select pg_advisory_lock(hashtext($1))', [lockKey]);
     await client.query(`create schema if not exists ${quoteIdent(schema)}`);
     await client.query(
@@ -99,6 +102,7 @@ export async function migrate(
     return { applied, current: current + applied.length };
   } finally {
     await client.query('select pg_advisory_unlock(hashtext($1))', [lockKey]).catch(() => {});
+    await client.query('reset lock_timeout').catch(() => {});
     client.off('error', onError);
     client.release();
   }
