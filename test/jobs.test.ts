@@ -69,6 +69,13 @@ describe('handler jobs', () => {
   const deadLetters = (handler: string, entityId: string) =>
     engine.jobs.boss.findJobs<JobData>(`statehouse.${handler}.dead`, { data: { entityId } });
 
+  /** The entity's dead letters of the handler, once there is one. */
+  const deadLettersOnceThere = (handler: string, entityId: string, what = `the dead letter of ${entityId}`) =>
+    waitFor(what, async () => {
+      const letters = await deadLetters(handler, entityId);
+      return letters.length > 0 ? letters : undefined;
+    });
+
   const outcomesInContext = async (entityId: string) =>
     (await entityRow(t.pool, entityId, 'jobs'))?.snapshot?.context.outcomes as
       | Array<{ type: string }>
@@ -119,10 +126,7 @@ describe('handler jobs', () => {
 
     const job = await settledJob('statehouse.brokenCharge', 'exhaust-1');
     expect(job).toMatchObject({ state: 'failed', retryCount: 2 });
-    const dead = await waitFor('the dead letter', async () => {
-      const jobs = await deadLetters('brokenCharge', 'exhaust-1');
-      return jobs.length > 0 ? jobs : undefined;
-    });
+    const dead = await deadLettersOnceThere('brokenCharge', 'exhaust-1', 'the dead letter');
     expect(dead).toHaveLength(1);
     expect(dead[0]).toMatchObject({
       sourceName: 'statehouse.brokenCharge',
@@ -259,10 +263,7 @@ describe('handler jobs', () => {
     try {
       for (const entityId of ['unrec-1', 'unrec-2']) {
         await start(t, entityId, 'singleShot', null);
-        const [dead] = await waitFor(`the dead letter of ${entityId}`, async () => {
-          const letters = await deadLetters('singleShot', entityId);
-          return letters.length > 0 ? letters : undefined;
-        });
+        const [dead] = await deadLettersOnceThere('singleShot', entityId);
         const { rows } = await t.pool.query<{ output: unknown }>(
           'select source_output as output from pgboss.job where id = $1',
           [dead!.id],
@@ -327,10 +328,7 @@ describe('handler jobs', () => {
     const operator = await t.pool.connect();
     try {
       await start(t, 'held-1', 'singleShot', null);
-      const [dead] = await waitFor('the dead letter', async () => {
-        const letters = await deadLetters('singleShot', 'held-1');
-        return letters.length > 0 ? letters : undefined;
-      });
+      const [dead] = await deadLettersOnceThere('singleShot', 'held-1', 'the dead letter');
       // Held before Postgres takes the outcome again, so no pass of the engine's own gets it first.
       await operator.query('begin');
       await operator.query('select 1 from pgboss.job where id = $1 for update', [dead!.id]);
