@@ -122,7 +122,7 @@ export async function redriveQuarantined(
       );
       const row = rows[0];
       if (!row) throw new StatehouseError('USAGE', `no quarantined message ${id}`);
-      if (row.status !== 'held') return { id, outcome: 'not-held' as const, status: row.status };
+      if (row.status !== 'held') return { id, outcome: 'not-held', status: row.status };
       const corrected = options.payloads?.get(id);
       const raw: RawMessage = {
         subject: row.subject,
@@ -142,7 +142,7 @@ export async function redriveQuarantined(
         ]);
         return {
           id,
-          outcome: 'still-invalid' as const,
+          outcome: 'still-invalid',
           reasonCode: parsed.reasonCode,
           reason,
         };
@@ -158,7 +158,7 @@ export async function redriveQuarantined(
       );
       return {
         id,
-        outcome: 'stored' as const,
+        outcome: 'stored',
         machine: parsed.event.machine,
         entityId: parsed.event.entityId,
       };
