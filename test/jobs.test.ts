@@ -354,6 +354,39 @@ describe('handler jobs', () => {
     await eventsOnceThere(t, 'held-1', 'singleShot.done');
   });
 
+  it('a dead letter whose outcome Postgres refuses does not make every later pass of the sweep look at all dead letters', async () => {
+    const refused = await refuseOutcomes(t, 'singleShot.done', ['refused-1']);
+    try {
+      await start(t, 'refused-1', 'singleShot', null);
+      await deadLettersOnceThere('singleShot', 'refused-1', 'the dead letter');
+      const pass = () =>
+        sweepDeadLetters(
+          t.pool,
+          'pgboss',
+          ['statehouse.singleShot.dead'],
+          engine.jobs.outcomes,
+          true,
+          createLogger('silent'),
+        );
+      // Tried, refused, and the pass complete all the same: the next ones look only at recent
+      // arrivals. (A pass that found the engine's own sweep holding the lock is not complete.)
+      const swept = await waitFor(
+        'a complete full pass',
+        async () => {
+          const result = await pass();
+          return result.complete ? result : undefined;
+        },
+        5000,
+      );
+      expect(swept).toEqual({ settled: 0, complete: true });
+      expect((await eventsOf(t, 'refused-1')).map((e) => e.type)).toEqual(['singleShot.start']);
+    } finally {
+      await refused.remove();
+    }
+    // Still recent: a later pass records it once Postgres takes it.
+    await eventsOnceThere(t, 'refused-1', 'singleShot.done');
+  });
+
   it('input that fails the handler’s schema fails the job without running the handler or retrying', async () => {
     await start(t, 'invalid-1', 'strictCharge', { amountCents: -5 });
     const events = await eventsOnceThere(t, 'invalid-1', 'strictCharge.failed');

@@ -5,8 +5,13 @@ import { isDuplicateMessageError } from '../store/index.ts';
 import type { JobOutcome, OutcomeRecorder } from './outcomes.ts';
 import { type JobData, OUTCOME_ID_PREFIX } from './queues.ts';
 
-/** A later pass only looks at dead letters this recent; the first pass of a process at all. */
+/**
+ * Most passes only look at dead letters this recent. A full pass looks at all of them: a
+ * process's first, the one after a pass that failed or left some behind, and one every
+ * `FULL_SWEEP_INTERVAL_MS` (for one whose outcome Postgres refused for over an hour).
+ */
 const RECENT = '1 hour';
+export const FULL_SWEEP_INTERVAL_MS = 10 * 60_000;
 /** Dead letters settled per pass at most. */
 const SWEEP_LIMIT = 500;
 
@@ -39,28 +44,36 @@ export async function sweepDeadLetters(
       if (!lock[0]?.ok) return { settled: 0, complete: false };
       const unsettled = `from ${quoteIdent(bossSchema)}.job d
          where d.name = any($1::text[]) and d.state = 'created' and d.source_id is not null
-           and ($2 or d.created_on > now() - interval '${RECENT}')
-           and not exists (select 1 from events e where e.message_id = $3 || d.source_id::text)
+           and not exists (select 1 from events e where e.message_id = $2 || d.source_id::text)
            -- Outcomes recorded before outcome ids were per job were keyed by the idempotency key.
-           and not exists (select 1 from events e where e.message_id = $3 || (d.data->>'key'))`;
-      const params = [deadLetterQueues, full, OUTCOME_ID_PREFIX];
+           and not exists (select 1 from events e where e.message_id = $2 || (d.data->>'key'))`;
+      // Found without locking, then taken by id: a dead letter an operator holds (a redrive
+      // or retry in progress) is theirs to settle, and the difference tells that one was
+      // left behind, without reading the dead letters a second time.
+      const { rows: found } = await client.query<{ id: string }>(
+        `select d.id ${unsettled}
+           and ($3 or d.created_on > now() - interval '${RECENT}')
+         order by d.created_on
+         limit ${SWEEP_LIMIT}`,
+        [deadLetterQueues, OUTCOME_ID_PREFIX, full],
+      );
+      if (found.length === 0) return { settled: 0, complete: true };
       const { rows } = await client.query<{ sourceId: string; data: JobData; sourceOutput: unknown }>(
         `select d.source_id::text as "sourceId", d.data, d.source_output as "sourceOutput"
-         ${unsettled}
+         ${unsettled} and d.id = any($3::uuid[])
          order by d.created_on
-         limit ${SWEEP_LIMIT}
-         -- An operator redriving or retrying one of them holds it: theirs to settle.
          for update of d skip locked`,
-        params,
+        [deadLetterQueues, OUTCOME_ID_PREFIX, found.map((row) => row.id)],
       );
+      // One Postgres refuses is logged and tried again by the next pass that looks at it;
+      // it does not make every pass look at all of them.
       const failed = await recordEach(client, rows.map(outcomeOf), outcomes, log);
-      // Complete when none is left: not one skipped (an operator's, whose transaction may
-      // yet roll back), refused, or beyond this pass's limit.
-      const { rows: left } = await client.query<{ any: boolean }>(
-        `select exists (select 1 ${unsettled}) as any`,
-        params,
-      );
-      return { settled: rows.length - failed, complete: !left[0]?.any };
+      // Complete when nothing was skipped (held by an operator whose transaction may yet
+      // roll back) and nothing was beyond this pass's limit.
+      return {
+        settled: rows.length - failed,
+        complete: found.length < SWEEP_LIMIT && rows.length === found.length,
+      };
     },
     { alsoRetry: isDuplicateMessageError },
   );

@@ -10,7 +10,7 @@ import type { Logger } from '../shared/logger.ts';
 import { PollingLoop } from '../shared/polling-loop.ts';
 import { isDuplicateMessageError } from '../store/index.ts';
 import type { JobEffect } from '../workflows/index.ts';
-import { sweepDeadLetters, unrecordedOutput } from './dead-letters.ts';
+import { FULL_SWEEP_INTERVAL_MS, sweepDeadLetters, unrecordedOutput } from './dead-letters.ts';
 import type { Handler, HandlerContext } from './handler.ts';
 import { type JobOutcome, OutcomeRecorder, recordedOutcomeTypes } from './outcomes.ts';
 import {
@@ -253,17 +253,20 @@ export class JobRunner implements EffectSink {
   #sweepLoop(): PollingLoop {
     const { deadLetterSweepSeconds, log, pool, bossSchema, databaseUrl } = this.#options;
     const queues = [...this.#tasks.values()].map((task) => deadLetterQueueName(task.handler.name, task.kind));
-    // Passes look at every dead letter until one gets through them all, and again after a
-    // failed pass (dead letters may have arrived while it could not look); otherwise only
-    // at recent arrivals.
+    // Passes look at every dead letter until one gets through them all, again after a failed
+    // pass (dead letters may have arrived while it could not look), and now and then;
+    // otherwise only at recent arrivals.
     let full = true;
+    let lastFull = 0;
     return new PollingLoop({
       name: 'dead-letter sweep',
       databaseUrl,
       pollIntervalMs: deadLetterSweepSeconds * 1000,
       log,
       round: async () => {
+        if (Date.now() - lastFull >= FULL_SWEEP_INTERVAL_MS) full = true;
         try {
+          if (full) lastFull = Date.now();
           const { settled, complete } = await sweepDeadLetters(
             pool,
             bossSchema,
