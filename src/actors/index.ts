@@ -1,8 +1,10 @@
 export { Dispatcher, type DispatcherOptions, type EffectSink, type PlannedJob } from './dispatcher.ts';
 export {
   applyEvents,
+  ENTITY_STATUSES,
   type EntityRow,
   type EntityStatus,
+  LIVE_STATUSES,
   type PlannedEffect,
   type StepResult,
 } from './step.ts';

@@ -13,7 +13,12 @@ import {
 } from '../workflows/index.ts';
 import { pureInitialTransition, pureTransition } from './pure.ts';
 
-export type EntityStatus = 'active' | 'done' | 'failed' | 'compensating' | 'needs-attention';
+/** Every status an entity can have (the entities table's check constraint lists the same). */
+export const ENTITY_STATUSES = ['active', 'done', 'failed', 'compensating', 'needs-attention'] as const;
+export type EntityStatus = (typeof ENTITY_STATUSES)[number];
+
+/** The statuses of entities still in flight: all but `done`. */
+export const LIVE_STATUSES: readonly EntityStatus[] = ENTITY_STATUSES.filter((s) => s !== 'done');
 
 export interface EntityRow {
   machine: string;

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { jetstream } from '@nats-io/jetstream';
 import { connect, headers } from '@nats-io/transport-node';
 import { z } from 'zod';
+import { ENTITY_STATUSES } from '../actors/index.ts';
 import { dispatchChannel, migrate } from '../db/index.ts';
 import { Engine } from '../engine/index.ts';
 import { getEntity, listEntities, resumeEntity } from '../entities/index.ts';
@@ -51,7 +52,7 @@ export async function entityCommand(
 
 const entitiesOptions = z.object({
   machine: z.string().min(1).optional(),
-  status: z.enum(['active', 'done', 'failed', 'compensating', 'needs-attention']).optional(),
+  status: z.enum(ENTITY_STATUSES).optional(),
   limit: z.coerce.number().int().min(1).max(10_000),
   json: z.boolean().optional(),
 });

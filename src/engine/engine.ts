@@ -1,7 +1,7 @@
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type pg from 'pg';
-import { Dispatcher, type DispatcherOptions, TimerScheduler } from '../actors/index.ts';
+import { Dispatcher, type DispatcherOptions, LIVE_STATUSES, TimerScheduler } from '../actors/index.ts';
 import type { Config } from '../config/index.ts';
 import {
   createPool,
@@ -223,12 +223,14 @@ export class Engine {
  * Refuses to start when entities still in flight use a machine version that is gone and
  * that the newest version cannot migrate: they would fail on their next event.
  */
-async function checkVersionsInUse(pool: pg.Pool, registry: WorkflowRegistry): Promise<void> {
+export async function checkVersionsInUse(pool: pg.Pool, registry: WorkflowRegistry): Promise<void> {
   const { rows } = await pool.query<{ machine: string; version: number; entities: number }>(
+    // Statuses named (not `<> 'done'`), so that entities_by_status reads only the entities
+    // in flight, however many are done.
     `select machine, machine_version as version, count(*)::int as entities from entities
-     where status <> 'done' and machine_version is not null and machine = any($1::text[])
+     where machine = any($1::text[]) and status = any($2::text[]) and machine_version is not null
      group by machine, machine_version`,
-    [registry.names],
+    [registry.names, LIVE_STATUSES],
   );
   const problems = rows.filter(
     (r) => !registry.get(r.machine, r.version) && !registry.latest(r.machine)?.migrations[r.version],

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { ENTITY_STATUSES, type EntityStatus } from '../actors/index.ts';
 import { StatehouseError } from '../errors/index.ts';
 import { readStream, type StoredEvent } from '../store/index.ts';
 
@@ -117,18 +118,40 @@ export interface EntitySummary {
   updatedAt: Date;
 }
 
+// The newest `$3` of each (machine, status) pair, each read from the front of
+// entities_by_status, then merged: a bounded read however many entities there are, where
+// one `order by updated_at` over the table would sort all of them. Without a machine
+// filter the machines are found by skipping through the primary key, one probe each.
+const LIST_ENTITIES_SQL = `
+with recursive machines (machine) as (
+  select coalesce($1::text, (select min(machine) from entities))
+  union all
+  select (select min(e.machine) from entities e where e.machine > m.machine)
+  from machines m
+  where $1::text is null and m.machine is not null
+)
+select x.* from machines m
+cross join unnest($2::text[]) as s(status)
+cross join lateral (
+  select e.machine, e.entity_id as "entityId", e.status, e.state, e.machine_version as "machineVersion",
+         e.last_version - e.applied_version as pending, e.updated_at as "updatedAt"
+  from entities e
+  where e.machine = m.machine and e.status = s.status
+  order by e.updated_at desc
+  limit $3
+) x
+order by x."updatedAt" desc
+limit $3`;
+
 /** Entities by machine and status, most recently changed first (on the entities_by_status index). */
 export async function listEntities(
   pool: pg.Pool,
-  filter: { machine?: string | undefined; status?: string | undefined; limit?: number } = {},
+  filter: { machine?: string | undefined; status?: EntityStatus | undefined; limit?: number } = {},
 ): Promise<EntitySummary[]> {
-  const { rows } = await pool.query<EntitySummary>(
-    `select machine, entity_id as "entityId", status, state, machine_version as "machineVersion",
-            last_version - applied_version as pending, updated_at as "updatedAt"
-     from entities
-     where ($1::text is null or machine = $1) and ($2::text is null or status = $2)
-     order by updated_at desc limit $3`,
-    [filter.machine ?? null, filter.status ?? null, filter.limit ?? 50],
-  );
+  const { rows } = await pool.query<EntitySummary>(LIST_ENTITIES_SQL, [
+    filter.machine ?? null,
+    filter.status ? [filter.status] : ENTITY_STATUSES,
+    filter.limit ?? 50,
+  ]);
   return rows;
 }
