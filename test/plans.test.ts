@@ -1,7 +1,9 @@
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dispatchChannel, jobsChannel } from '../src/db/index.ts';
 import { checkVersionsInUse } from '../src/engine/engine.ts';
 import { listEntities } from '../src/entities/index.ts';
+import { JobOperations } from '../src/jobs/index.ts';
 import { resumeStepsMissingHandlers } from '../src/jobs/saga.ts';
 import { WorkflowRegistry } from '../src/workflows/index.ts';
 import { ledgerWorkflow } from './fixtures/ledger-app.ts';
@@ -142,6 +144,58 @@ describe('queries over a long history', () => {
       /machine "plan-b" version 7 is used by 1 entities that are not done/,
     );
     await t.pool.query(`update entities set machine_version = 1 where entity_id in ('p-1', 'p-2', 'p-10')`);
+  });
+
+  it('the jobs list reads the newest of each queue, and gives what sorting them all would', async () => {
+    // Installs pg-boss and the demo handlers' queues; nothing here is for its workers.
+    await t.startEngine({ parts: { ingest: false, dispatch: false, jobs: true, outbox: false } });
+    const queues = ['reserveStock', 'chargePayment', 'shipOrder'];
+    await t.pool.query(
+      `insert into pgboss.job (name, data, state, created_on, started_on, completed_on)
+       select 'statehouse.' || ($1::text[])[1 + g % 3],
+              jsonb_build_object('machine', 'order', 'entityId', 'j-' || (g % 5000), 'handler', ($1::text[])[1 + g % 3], 'kind', 'run'),
+              case when g % 100 = 0 then 'failed' else 'completed' end::pgboss.job_state,
+              now() - make_interval(secs => g), now() - make_interval(secs => g), now() - make_interval(secs => g)
+       from generate_series(1, $2::int) g`,
+      [queues, ENTITIES],
+    );
+    await t.pool.query('analyze pgboss.job');
+    const reference = async (entityId: string | null, state: string | null, limit: number) =>
+      (
+        await t.pool.query<{ id: string }>(
+          `select id::text from pgboss.job
+           where name like 'statehouse.%' and ($1::text is null or data->>'entityId' = $1)
+             and ($2::text is null or state::text = $2)
+           order by created_on desc limit $3`,
+          [entityId, state, limit],
+        )
+      ).rows.map((row) => row.id);
+    const { db, statements } = recording(t.pool);
+    const operations = await JobOperations.open({
+      databaseUrl: t.databaseUrl,
+      pool: db,
+      bossSchema: 'pgboss',
+      notifyChannel: dispatchChannel(t.config.database.schema),
+      wakeChannel: jobsChannel(t.config.database.schema),
+    });
+    try {
+      const filters = [
+        { entityId: null, state: null, limit: 100 },
+        { entityId: 'j-42', state: null, limit: 5 },
+        { entityId: null, state: 'failed', limit: 20 },
+      ] as const;
+      for (const { entityId, state, limit } of filters) {
+        const listed = await operations.list({
+          ...(entityId ? { entityId } : {}),
+          ...(state ? { state } : {}),
+          limit,
+        });
+        expect(listed.map((job) => job.id)).toEqual(await reference(entityId, state, limit));
+      }
+    } finally {
+      await operations.close();
+    }
+    await expectIndexed(statements, ['job', 'job_common']);
   });
 
   it('the job runner’s start-up look for sagas stopped at a missing compensation reads only failed steps', async () => {

@@ -164,21 +164,31 @@ export class JobOperations {
     if (this.#ownsBoss) await this.#boss.stop({ graceful: false });
   }
 
-  /** Newest first. Reads pg-boss's job table, statehouse's queues only. */
+  /**
+   * Newest first. Reads pg-boss's job table, statehouse's queues only: the newest of each
+   * queue, read backwards on pg-boss's (name, created_on) index, then merged, so that the
+   * listing does not sort every job pg-boss keeps.
+   */
   async list(filter: JobFilter = {}): Promise<JobSummary[]> {
     const { rows } = await this.#pool.query<JobRow>(
-      `select ${JOB_COLUMNS} from ${this.#schema}.job
-       where name = any(${this.#statehouseQueues('$1')})
-         and ($2::text is null or data->>'machine' = $2)
-         and ($3::text is null or data->>'entityId' = $3)
-         and ($4::text is null or data->>'handler' = $4)
-         and ($7::text is null or data->>'kind' = $7)
-         and case $5::text
-               when 'dead' then name like '%.dead' and state = 'created'
-               when 'pending' then name not like '%.dead' and state in ('created', 'retry')
-               when '' then true
-               else name not like '%.dead' and state::text = $5 end
-       order by created_on desc
+      `select j.* from ${this.#schema}.queue q
+       cross join lateral (
+         select ${JOB_COLUMNS} from ${this.#schema}.job
+         where name = q.name
+           and ($2::text is null or data->>'machine' = $2)
+           and ($3::text is null or data->>'entityId' = $3)
+           and ($4::text is null or data->>'handler' = $4)
+           and ($7::text is null or data->>'kind' = $7)
+           and case $5::text
+                 when 'dead' then name like '%.dead' and state = 'created'
+                 when 'pending' then name not like '%.dead' and state in ('created', 'retry')
+                 when '' then true
+                 else name not like '%.dead' and state::text = $5 end
+         order by created_on desc
+         limit $6
+       ) j
+       where q.name like $1
+       order by j."createdOn" desc
        limit $6`,
       [
         `${QUEUE_PREFIX}%`,
