@@ -20,6 +20,7 @@ describe('outbox relay', () => {
       subjectPrefix: t.config.nats.subjectPrefix,
       notifyChannel: channel(),
       pollIntervalMs,
+      keepSentHours: 24,
       log: createLogger('silent'),
     });
     relays.push(r);
@@ -154,5 +155,40 @@ describe('outbox relay', () => {
       'select count(*)::int as n from outbox where sent_at is null',
     );
     expect(rows[0]?.n).toBe(0);
+  });
+
+  it('deletes rows sent longer ago than keepSentHours, never one that is not sent yet', async () => {
+    await Promise.all(relays.splice(0).map((r) => r.stop()));
+    await withTransaction(t.pool, (client) =>
+      writeOutbox(
+        client,
+        [0, 1, 2].map((n) => emitted('kept', n)),
+        channel(),
+      ),
+    );
+    expect(await relay(600_000).relayOnce()).toBe(3);
+    // Two of them sent a day and a bit ago; one emitted long ago that no stream takes
+    // (relaying it fails each round).
+    await t.pool.query(
+      `update outbox set sent_at = now() - interval '25 hours' where entity_id = 'kept' and data->>'n' in ('0', '1')`,
+    );
+    await t.pool.query(
+      `insert into outbox (machine, entity_id, subject, type, data, created_at)
+       values ('m', 'kept', 'nowhere.kept.9', 'm.happened', '{"n": 9}', now() - interval '30 days')`,
+    );
+    const left = async () =>
+      (
+        await t.pool.query<{ n: number; sent: boolean }>(
+          `select (data->>'n')::int as n, sent_at is not null as sent from outbox where entity_id = 'kept' order by id`,
+        )
+      ).rows;
+
+    // The relaying process prunes as it goes (here at its first round).
+    relay(600_000).start();
+    await waitFor('the rows past their keep time deleted', async () => (await left()).length === 2);
+    expect(await left()).toEqual([
+      { n: 2, sent: true },
+      { n: 9, sent: false },
+    ]);
   });
 });

@@ -84,6 +84,20 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    outbox: z
+      .object({
+        /**
+         * Hours a published emitted event stays in the outbox table before the relay deletes
+         * it (0: at the relay's next pass, within a minute).
+         */
+        keepSentHours: z.coerce
+          .number()
+          .min(0)
+          .max(24 * 365)
+          .default(24),
+      })
+      .strict()
+      .prefault({}),
     services: z
       .object({
         /** Project-local folder for the Postgres and NATS servers statehouse starts itself. */
@@ -132,6 +146,7 @@ export const environmentVariables: Readonly<Record<string, string>> = {
   STATEHOUSE_JOBS_POLL_SECONDS: 'jobs.pollIntervalSeconds',
   STATEHOUSE_JOBS_SUPERVISE_SECONDS: 'jobs.superviseIntervalSeconds',
   STATEHOUSE_JOBS_DEAD_LETTER_SWEEP_SECONDS: 'jobs.deadLetterSweepSeconds',
+  STATEHOUSE_OUTBOX_KEEP_SENT_HOURS: 'outbox.keepSentHours',
   STATEHOUSE_DATA_DIR: 'services.dataDir',
   STATEHOUSE_AUTOSTART: 'services.autoStart',
   STATEHOUSE_LOG_LEVEL: 'log.level',

@@ -124,6 +124,7 @@ export class Engine {
       subjectPrefix: config.nats.subjectPrefix,
       notifyChannel: outboxChannel(config.database.schema),
       pollIntervalMs: config.dispatcher.pollIntervalMs,
+      keepSentHours: config.outbox.keepSentHours,
       log: this.log.child({ part: 'outbox' }),
     });
     this.#ingestor = new Ingestor({

@@ -15,8 +15,15 @@ export interface OutboxRelayOptions {
   notifyChannel: string;
   batchSize?: number;
   pollIntervalMs?: number;
+  /** Sent rows older than this are deleted (`outbox.keepSentHours`). */
+  keepSentHours: number;
   log: Logger;
 }
+
+/** How often the relaying process deletes sent rows past their keep time. */
+const PRUNE_INTERVAL_MS = 60_000;
+/** Rows one prune statement deletes at most: a bounded transaction, the rest next round. */
+export const PRUNE_BATCH = 5000;
 
 interface Row {
   id: number;
@@ -39,6 +46,7 @@ export class OutboxRelay {
   readonly #loop: PollingLoop;
   readonly #lease: AdvisoryLease;
   #database: string | undefined;
+  #pruneDueAt = 0;
 
   constructor(options: OutboxRelayOptions) {
     this.#o = options;
@@ -48,7 +56,13 @@ export class OutboxRelay {
       channel: options.notifyChannel,
       pollIntervalMs: options.pollIntervalMs ?? 1000,
       log: options.log,
-      round: async () => ({ more: (await this.#lease.tryAcquire()) && (await this.relayOnce()) > 0 }),
+      round: async () => {
+        if (!(await this.#lease.tryAcquire())) return { more: false };
+        // First: a row that cannot be published makes relayOnce throw, and must not stop it.
+        const pruning = await this.#pruneWhenDue();
+        const sent = await this.relayOnce();
+        return { more: sent > 0 || pruning };
+      },
     });
     this.#lease = new AdvisoryLease({
       url: options.databaseUrl,
@@ -64,6 +78,39 @@ export class OutboxRelay {
   async stop(): Promise<void> {
     await this.#loop.stop();
     await this.#lease.release();
+  }
+
+  /**
+   * Deletes up to `PRUNE_BATCH` rows sent more than `keepSentHours` ago, oldest first;
+   * resolves with how many. Rows are only transport once JetStream has them: the emitted
+   * events live on in the emit stream.
+   */
+  async pruneSent(): Promise<number> {
+    const { rowCount } = await this.#o.pool.query(
+      `delete from outbox
+       where id = any(array(
+         select id from outbox
+         where sent_at < now() - $1::float8 * interval '1 hour'
+         order by id
+         limit $2))`,
+      [this.#o.keepSentHours, PRUNE_BATCH],
+    );
+    return rowCount ?? 0;
+  }
+
+  /** Prunes once a minute, in batches; true while a full batch suggests more are due. */
+  async #pruneWhenDue(): Promise<boolean> {
+    if (Date.now() < this.#pruneDueAt) return false;
+    let pruned = 0;
+    try {
+      pruned = await this.pruneSent();
+    } catch (error) {
+      // Relaying matters more; the next minute tries again.
+      this.#o.log.warn({ err: error }, 'deleting sent outbox rows failed; will retry');
+    }
+    const more = pruned === PRUNE_BATCH;
+    if (!more) this.#pruneDueAt = Date.now() + PRUNE_INTERVAL_MS;
+    return more;
   }
 
   /** Publishes one batch of unsent rows; resolves with how many went out. */
