@@ -193,6 +193,19 @@ describe('statehouse CLI', () => {
     expect(held.rows[0]?.reason).toContain('(re-driven with a corrected payload)');
     expect((await cli('quarantine', 'list')).stdout).toContain('no quarantined messages');
     expect((await cli('quarantine', 'redrive')).stderr).toContain('name the ids to re-drive, or pass --all');
+
+    // --all: every held message, each said as it commits.
+    await t.pool.query(
+      `insert into statehouse.quarantine (reason_code, reason, subject, headers, payload, message_id)
+       values ('schema-violation', 'data of "order.placed" does not match', $1, '{}', $2, 'q-cli-3'),
+              ('malformed-json', 'payload is not UTF-8 JSON', $1, '{}', 'nope', 'q-cli-4')`,
+      [t.subject('orders.qc-3.placed'), JSON.stringify(orderPlaced())],
+    );
+    const all = await cli('quarantine', 'redrive', '--all');
+    expect(all.stdout).toMatch(/^\d+: stored as an event of order qc-3$/m);
+    expect(all.stdout).toMatch(/^\d+: still invalid, kept: malformed-json/m);
+    expect(all.status).toBe(1);
+    expect((await cli('quarantine', 'list')).stdout).toMatch(/malformed-json/);
   });
 
   it('shows an order needing attention and its failed compensation, and retries it with a reason kept in the history', async () => {

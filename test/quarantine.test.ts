@@ -2,7 +2,13 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { workflows as demoWorkflows } from '../machines/index.ts';
 import { dispatchChannel } from '../src/db/index.ts';
-import { dropQuarantined, listQuarantine, redriveQuarantined } from '../src/ingest/index.ts';
+import {
+  dropQuarantined,
+  listQuarantine,
+  type RedriveOutcome,
+  redriveAllHeld,
+  redriveQuarantined,
+} from '../src/ingest/index.ts';
 import { WorkflowRegistry } from '../src/workflows/index.ts';
 import { ledgerWorkflow } from './fixtures/ledger-app.ts';
 import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
@@ -60,5 +66,33 @@ describe('quarantine', () => {
       'redriven',
       'dropped',
     ]);
+  });
+
+  it('re-drives every held message, a page of ids at a time, each once', async () => {
+    // Held while no workflow took their subject: four fine, one with bad data.
+    const bodies = [1, 2, 3, 'four', 5].map((n) => JSON.stringify({ type: 'ledger.entry', data: { n } }));
+    await t.pool.query(
+      `insert into quarantine (reason_code, reason, subject, payload, message_id)
+       select 'unknown-subject', 'no workflow takes it', $1 || i || '.entry', convert_to(body, 'UTF8'), 'all-held-' || i
+       from unnest($2::text[]) with ordinality as b(body, i)`,
+      [t.subject('ledger.all-'), bodies],
+    );
+    const fixed = [...demoWorkflows, ledgerWorkflow({ guardThrows: false })];
+    const seen: RedriveOutcome[] = [];
+    const counts = await redriveAllHeld(
+      t.pool,
+      new WorkflowRegistry(fixed, { subjectPrefix: t.config.nats.subjectPrefix }),
+      {
+        maxPayloadBytes: 1 << 20,
+        notifyChannel: dispatchChannel(t.config.database.schema),
+        pageSize: 2,
+        onOutcome: (outcome) => seen.push(outcome),
+      },
+    );
+    expect(counts).toEqual({ stored: 4, 'still-invalid': 1, 'not-held': 0 });
+    // Three pages; the one still invalid, held again, is not looked at a second time.
+    expect(seen.map((o) => o.outcome)).toEqual(['stored', 'stored', 'stored', 'still-invalid', 'stored']);
+    expect(new Set(seen.map((o) => o.id)).size).toBe(5);
+    expect((await listQuarantine(t.pool)).map((row) => row.messageId)).toEqual(['all-held-4']);
   });
 });

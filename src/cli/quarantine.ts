@@ -3,7 +3,14 @@ import { Command } from 'commander';
 import { z } from 'zod';
 import { dispatchChannel } from '../db/index.ts';
 import { UsageError } from '../errors/index.ts';
-import { dropQuarantined, getQuarantined, listQuarantine, redriveQuarantined } from '../ingest/index.ts';
+import {
+  dropQuarantined,
+  getQuarantined,
+  listQuarantine,
+  type RedriveOutcome,
+  redriveAllHeld,
+  redriveQuarantined,
+} from '../ingest/index.ts';
 import { WorkflowRegistry } from '../workflows/index.ts';
 import { loadApp } from './app.ts';
 import { commandContext, withDatabase } from './context.ts';
@@ -104,23 +111,31 @@ export function quarantineCommand(): Command {
       const app = await loadApp(options.app);
       const registry = new WorkflowRegistry(app.workflows, { subjectPrefix: config.nats.subjectPrefix });
       await withDatabase(config, log, async (pool) => {
-        const targets = options.all
-          ? (await listQuarantine(pool, { limit: 10_000 })).map((r) => r.id)
-          : parseIds(values);
-        // Said as each commits: when a later one fails, the earlier ones stand.
-        const outcomes = await redriveQuarantined(pool, registry, targets, {
+        const redrive = {
           maxPayloadBytes: config.nats.maxPayloadBytes,
           notifyChannel: dispatchChannel(config.database.schema),
-          ...(payloads ? { payloads } : {}),
-          onOutcome: (o) => {
+          // Said as each commits: when a later one fails, the earlier ones stand.
+          onOutcome: (o: RedriveOutcome) => {
             if (o.outcome === 'stored')
               console.log(`${o.id}: stored as an event of ${o.machine} ${o.entityId}`);
             else if (o.outcome === 'still-invalid')
               console.log(`${o.id}: still invalid, kept: ${o.reasonCode}: ${o.reason}`);
             else console.log(`${o.id}: not held (${o.status}), left alone`);
           },
-        });
-        if (outcomes.some((o) => o.outcome === 'still-invalid')) process.exitCode = 1;
+        };
+        let stillInvalid: number;
+        if (options.all) {
+          // Every held message, a page of ids at a time: however many there are, no payload
+          // is read before its turn.
+          stillInvalid = (await redriveAllHeld(pool, registry, redrive))['still-invalid'];
+        } else {
+          const outcomes = await redriveQuarantined(pool, registry, parseIds(values), {
+            ...redrive,
+            ...(payloads ? { payloads } : {}),
+          });
+          stillInvalid = outcomes.filter((o) => o.outcome === 'still-invalid').length;
+        }
+        if (stillInvalid > 0) process.exitCode = 1;
       });
     });
 

@@ -10,11 +10,14 @@ export { Ingestor, type IngestorOptions } from './ingestor.ts';
 export {
   dropQuarantined,
   getQuarantined,
+  heldQuarantineIds,
   listQuarantine,
   type QuarantinedMessage,
   type QuarantineRow,
   quarantineMessages,
+  type RedriveOptions,
   type RedriveOutcome,
+  redriveAllHeld,
   redriveQuarantined,
 } from './quarantine.ts';
 export {

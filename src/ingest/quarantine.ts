@@ -93,25 +93,27 @@ export type RedriveOutcome =
  * (after a fix to a schema or a route). Those that pass are appended to their entity's
  * stream, after the events it already has; the others stay held with the new reason.
  */
+export interface RedriveOptions {
+  maxPayloadBytes: number;
+  notifyChannel: string;
+  /**
+   * Corrected payloads by quarantine id, validated instead of the held bytes (which stay in
+   * the row, for the record). The message keeps its subject and headers.
+   */
+  payloads?: ReadonlyMap<number, Uint8Array>;
+  /**
+   * Told of each message's outcome once it is committed: each is its own transaction,
+   * so when a later one fails, the earlier ones stand and the caller can say so. If it
+   * throws, the ids after that one are left as they are.
+   */
+  onOutcome?: (outcome: RedriveOutcome) => void;
+}
+
 export async function redriveQuarantined(
   pool: pg.Pool,
   registry: WorkflowRegistry,
   ids: readonly number[],
-  options: {
-    maxPayloadBytes: number;
-    notifyChannel: string;
-    /**
-     * Corrected payloads by quarantine id, validated instead of the held bytes (which stay in
-     * the row, for the record). The message keeps its subject and headers.
-     */
-    payloads?: ReadonlyMap<number, Uint8Array>;
-    /**
-     * Told of each message's outcome once it is committed: each is its own transaction,
-     * so when a later one fails, the earlier ones stand and the caller can say so. If it
-     * throws, the ids after that one are left as they are.
-     */
-    onOutcome?: (outcome: RedriveOutcome) => void;
-  },
+  options: RedriveOptions,
 ): Promise<RedriveOutcome[]> {
   const outcomes: RedriveOutcome[] = [];
   for (const id of ids) {
@@ -167,6 +169,40 @@ export async function redriveQuarantined(
     options.onOutcome?.(outcome);
   }
   return outcomes;
+}
+
+/** Ids of held messages after `after`, oldest first, without reading their payloads. */
+export async function heldQuarantineIds(
+  pool: pg.Pool,
+  options: { after?: number; limit?: number } = {},
+): Promise<number[]> {
+  // Numbers from the engine's pools; a caller's own pool may give bigint as text.
+  const { rows } = await pool.query<{ id: number | string }>(
+    `select id from quarantine where status = 'held' and id > $1 order by id limit $2`,
+    [options.after ?? 0, options.limit ?? 500],
+  );
+  return rows.map((row) => Number(row.id));
+}
+
+/**
+ * Re-drives every held message, `pageSize` ids at a time, oldest first; messages
+ * quarantined meanwhile are included. Each outcome goes to `onOutcome`; resolves with how
+ * many had each.
+ */
+export async function redriveAllHeld(
+  pool: pg.Pool,
+  registry: WorkflowRegistry,
+  options: Omit<RedriveOptions, 'payloads'> & { pageSize?: number },
+): Promise<Record<RedriveOutcome['outcome'], number>> {
+  const counts = { stored: 0, 'still-invalid': 0, 'not-held': 0 };
+  let after = 0;
+  for (;;) {
+    const ids = await heldQuarantineIds(pool, { after, limit: options.pageSize ?? 500 });
+    if (ids.length === 0) return counts;
+    for (const outcome of await redriveQuarantined(pool, registry, ids, options)) counts[outcome.outcome]++;
+    // Those still invalid stay held, after this page: not looked at twice.
+    after = ids[ids.length - 1]!;
+  }
 }
 
 /** Marks messages as deliberately discarded; they stay in the table for the record. */
