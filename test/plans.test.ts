@@ -52,6 +52,16 @@ async function seqScanned(client: pg.ClientBase, statement: Statement): Promise<
   return tables;
 }
 
+/** Buffers (table and index pages) a statement reads when run: how much of the data it touches. */
+async function pagesRead(client: pg.ClientBase, statement: Statement): Promise<number> {
+  const { rows } = await client.query<{ 'QUERY PLAN': Array<{ Plan: Record<string, number> }> }>(
+    `explain (analyze, buffers, format json) ${statement.text}`,
+    statement.values,
+  );
+  const plan = rows[0]!['QUERY PLAN'][0]!.Plan;
+  return (plan['Shared Hit Blocks'] ?? 0) + (plan['Shared Read Blocks'] ?? 0);
+}
+
 interface PlanNode {
   'Node Type': string;
   'Relation Name'?: string;
@@ -160,14 +170,15 @@ describe('queries over a long history', () => {
       [queues, ENTITIES],
     );
     await t.pool.query('analyze pgboss.job');
-    const reference = async (entityId: string | null, state: string | null, limit: number) =>
+    type Filter = { entityId?: string; handler?: string; state?: 'failed'; limit: number };
+    const reference = async ({ entityId, handler, state, limit }: Filter) =>
       (
         await t.pool.query<{ id: string }>(
           `select id::text from pgboss.job
            where name like 'statehouse.%' and ($1::text is null or data->>'entityId' = $1)
-             and ($2::text is null or state::text = $2)
-           order by created_on desc limit $3`,
-          [entityId, state, limit],
+             and ($2::text is null or data->>'handler' = $2) and ($3::text is null or state::text = $3)
+           order by created_on desc limit $4`,
+          [entityId ?? null, handler ?? null, state ?? null, limit],
         )
       ).rows.map((row) => row.id);
     const { db, statements } = recording(t.pool);
@@ -178,24 +189,30 @@ describe('queries over a long history', () => {
       notifyChannel: dispatchChannel(t.config.database.schema),
       wakeChannel: jobsChannel(t.config.database.schema),
     });
+    const client = await t.pool.connect();
     try {
-      const filters = [
-        { entityId: null, state: null, limit: 100 },
-        { entityId: 'j-42', state: null, limit: 5 },
-        { entityId: null, state: 'failed', limit: 20 },
-      ] as const;
-      for (const { entityId, state, limit } of filters) {
-        const listed = await operations.list({
-          ...(entityId ? { entityId } : {}),
-          ...(state ? { state } : {}),
-          limit,
-        });
-        expect(listed.map((job) => job.id)).toEqual(await reference(entityId, state, limit));
+      const filters: Array<Filter & { bounded: boolean }> = [
+        // Bounded: a few pages of the newest jobs of the queues that can match.
+        { limit: 100, bounded: true },
+        { handler: 'shipOrder', limit: 30, bounded: true },
+        // One in a hundred jobs failed: the newest of each queue are read until 20 are found.
+        { state: 'failed', limit: 20, bounded: false },
+        // No index has a job's entity: all of them are read.
+        { entityId: 'j-42', limit: 5, bounded: false },
+      ];
+      for (const { bounded, ...filter } of filters) {
+        statements.length = 0;
+        const listed = await operations.list(filter);
+        expect(listed.map((job) => job.id)).toEqual(await reference(filter));
+        if (filter.entityId) continue;
+        await expectIndexed(statements, ['job', 'job_common']);
+        // The jobs take about 1,900 pages: a bounded listing reads a small part of it.
+        if (bounded) expect(await pagesRead(client, statements[0]!)).toBeLessThan(300);
       }
     } finally {
+      client.release();
       await operations.close();
     }
-    await expectIndexed(statements, ['job', 'job_common']);
   });
 
   it('the job runner’s start-up look for sagas stopped at a missing compensation reads only failed steps', async () => {

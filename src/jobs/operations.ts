@@ -165,41 +165,54 @@ export class JobOperations {
   }
 
   /**
-   * Newest first. Reads pg-boss's job table, statehouse's queues only: the newest of each
-   * queue, read backwards on pg-boss's (name, created_on) index, then merged, so that the
-   * listing does not sort every job pg-boss keeps.
+   * Newest first. Reads pg-boss's job table, statehouse's queues only. A filter on a job's
+   * entity or machine reads all of their jobs (no index has them) and sorts the matches;
+   * otherwise the newest of each queue the filters leave are read backwards on pg-boss's
+   * (name, created_on) index and merged, so that the listing does not sort every job
+   * pg-boss keeps.
    */
   async list(filter: JobFilter = {}): Promise<JobSummary[]> {
-    const { rows } = await this.#pool.query<JobRow>(
-      `select j.* from ${this.#schema}.queue q
-       cross join lateral (
-         select ${JOB_COLUMNS} from ${this.#schema}.job
-         where name = q.name
-           and ($2::text is null or data->>'machine' = $2)
-           and ($3::text is null or data->>'entityId' = $3)
-           and ($4::text is null or data->>'handler' = $4)
-           and ($7::text is null or data->>'kind' = $7)
-           and case $5::text
-                 when 'dead' then name like '%.dead' and state = 'created'
-                 when 'pending' then name not like '%.dead' and state in ('created', 'retry')
-                 when '' then true
-                 else name not like '%.dead' and state::text = $5 end
-         order by created_on desc
-         limit $6
-       ) j
-       where q.name like $1
-       order by j."createdOn" desc
-       limit $6`,
-      [
-        `${QUEUE_PREFIX}%`,
-        filter.machine ?? null,
-        filter.entityId ?? null,
-        filter.handler ?? null,
-        filter.state ?? '',
-        filter.limit ?? 100,
-        filter.kind ?? null,
-      ],
-    );
+    const matches = `($2::text is null or data->>'machine' = $2)
+         and ($3::text is null or data->>'entityId' = $3)
+         and ($4::text is null or data->>'handler' = $4)
+         and ($7::text is null or data->>'kind' = $7)
+         and case $5::text
+               when 'dead' then name like '%.dead' and state = 'created'
+               when 'pending' then name not like '%.dead' and state in ('created', 'retry')
+               when '' then true
+               else name not like '%.dead' and state::text = $5 end`;
+    const flat = filter.entityId !== undefined || filter.machine !== undefined;
+    const text = flat
+      ? `select ${JOB_COLUMNS} from ${this.#schema}.job
+           where name = any(${this.#statehouseQueues('$1')}) and ${matches}
+           order by created_on desc
+           limit $6`
+      : `select j.* from ${this.#schema}.queue q
+           cross join lateral (
+             select ${JOB_COLUMNS} from ${this.#schema}.job
+             where name = q.name and ${matches}
+             order by created_on desc
+             limit $6
+           ) j
+           where q.name like $1
+             -- Only the queues that can hold what the filters ask for are read.
+             and ($4::text is null or q.name = $8 || $4 or q.name like $8 || $4 || '.%')
+             and ($7::text is null or (q.name like '%.compensate' or q.name like '%.compensate.dead') = ($7 = 'compensate'))
+             and case $5::text when 'dead' then q.name like '%.dead' when '' then true
+                               else q.name not like '%.dead' end
+           order by j."createdOn" desc
+           limit $6`;
+    const { rows } = await this.#pool.query<JobRow>(text, [
+      `${QUEUE_PREFIX}%`,
+      filter.machine ?? null,
+      filter.entityId ?? null,
+      filter.handler ?? null,
+      filter.state ?? '',
+      filter.limit ?? 100,
+      filter.kind ?? null,
+      // $8 only where it is used: Postgres cannot type a parameter no statement names.
+      ...(flat ? [] : [QUEUE_PREFIX]),
+    ]);
     return rows.map(summarize);
   }
 
