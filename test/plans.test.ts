@@ -1,3 +1,4 @@
+import { jetstream } from '@nats-io/jetstream';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dispatchChannel, jobsChannel } from '../src/db/index.ts';
@@ -5,6 +6,8 @@ import { checkVersionsInUse } from '../src/engine/engine.ts';
 import { listEntities } from '../src/entities/index.ts';
 import { JobOperations } from '../src/jobs/index.ts';
 import { resumeStepsMissingHandlers } from '../src/jobs/saga.ts';
+import { OutboxRelay } from '../src/outbox/index.ts';
+import { createLogger } from '../src/shared/logger.ts';
 import { WorkflowRegistry } from '../src/workflows/index.ts';
 import { ledgerWorkflow } from './fixtures/ledger-app.ts';
 import { createTestContext, type TestContext } from './helpers/context.ts';
@@ -213,6 +216,45 @@ describe('queries over a long history', () => {
       client.release();
       await operations.close();
     }
+  });
+
+  it('the outbox relay’s pruning reads at most a batch of rows, not the whole table, when nothing is due', async () => {
+    await t.pool.query(
+      `insert into outbox (machine, entity_id, subject, type, data, sent_at)
+       select 'order', 'p-' || g, 'orders.p-' || g || '.shipped', 'order.shipped', '{}', now() - make_interval(secs => $1 - g)
+       from generate_series(1, $1::int) g`,
+      [ENTITIES],
+    );
+    await t.pool.query('analyze outbox');
+    const { db, statements } = recording(t.pool);
+    const relay = new OutboxRelay({
+      pool: db,
+      databaseUrl: t.databaseUrl,
+      schema: t.config.database.schema,
+      js: jetstream(t.nats),
+      subjectPrefix: '',
+      notifyChannel: 'unused',
+      keepSentHours: 24,
+      log: createLogger('silent'),
+    });
+    // Every row sent within the last day: none is due.
+    expect(await relay.pruneSent()).toBe(0);
+    await expectIndexed(statements, ['outbox']);
+    // The oldest 12,000 sent two days ago, apart from ten that were held back (their entity's
+    // earlier event could not be published) and went out just now: the others go, a batch at
+    // a time, and those ten stay.
+    await t.pool.query(
+      `update outbox set sent_at = case when entity_id in (${Array.from({ length: 10 }, (_, i) => `'p-${100 + i}'`).join(', ')})
+                                        then now() else now() - interval '2 days' end
+       where id <= (select min(id) from outbox) + 11999`,
+    );
+    let pruned = 0;
+    for (let n = await relay.pruneSent(); n > 0; n = await relay.pruneSent()) pruned += n;
+    expect(pruned).toBe(11_990);
+    const { rows } = await t.pool.query<{ n: number }>(
+      `select count(*)::int as n from outbox where entity_id like 'p-10_'`,
+    );
+    expect(rows[0]!.n).toBe(10);
   });
 
   it('the job runner’s start-up look for sagas stopped at a missing compensation reads only failed steps', async () => {

@@ -17,7 +17,7 @@ import { pureInitialTransition, pureTransition } from './pure.ts';
 export const ENTITY_STATUSES = ['active', 'done', 'failed', 'compensating', 'needs-attention'] as const;
 export type EntityStatus = (typeof ENTITY_STATUSES)[number];
 
-/** The statuses of entities still in flight: all but `done`. */
+/** Every status but `done`: the entities whose machine version still matters. */
 export const LIVE_STATUSES: readonly EntityStatus[] = ENTITY_STATUSES.filter((s) => s !== 'done');
 
 export interface EntityRow {

@@ -81,18 +81,17 @@ export class OutboxRelay {
   }
 
   /**
-   * Deletes up to `PRUNE_BATCH` rows sent more than `keepSentHours` ago, oldest first;
-   * resolves with how many. Rows are only transport once JetStream has them: the emitted
-   * events live on in the emit stream.
+   * Deletes those of the oldest `PRUNE_BATCH` sent rows that were sent more than
+   * `keepSentHours` ago; resolves with how many. Rows are only transport once JetStream
+   * has them: the emitted events stay in the emit stream for as long as it keeps them.
    */
   async pruneSent(): Promise<number> {
+    // The oldest sent rows by id (the primary key), not every row sent before the cutoff: no
+    // index has sent_at, and when none is due yet that would read the whole table.
     const { rowCount } = await this.#o.pool.query(
       `delete from outbox
-       where id = any(array(
-         select id from outbox
-         where sent_at < now() - $1::float8 * interval '1 hour'
-         order by id
-         limit $2))`,
+       where id = any(array(select id from outbox where sent_at is not null order by id limit $2))
+         and sent_at < now() - $1::float8 * interval '1 hour'`,
       [this.#o.keepSentHours, PRUNE_BATCH],
     );
     return rowCount ?? 0;
