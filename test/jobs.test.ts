@@ -2,7 +2,7 @@ import { PgBoss } from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withTransaction } from '../src/db/index.ts';
 import type { Engine } from '../src/engine/index.ts';
-import { sweepDeadLetters } from '../src/jobs/dead-letters.ts';
+import { type SweepPass, sweepDeadLetters } from '../src/jobs/dead-letters.ts';
 import type { Handler, JobData } from '../src/jobs/index.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import {
@@ -68,6 +68,23 @@ describe('handler jobs', () => {
 
   const deadLetters = (handler: string, entityId: string) =>
     engine.jobs.boss.findJobs<JobData>(`statehouse.${handler}.dead`, { data: { entityId } });
+
+  /**
+   * One pass of the dead-letter sweep over singleShot's dead letters, as the engine's own
+   * makes them; tried again while the engine's pass holds the sweep's lock.
+   */
+  const sweepSingleShots = (pass: SweepPass) =>
+    waitFor('a sweep pass of this process', async () => {
+      const result = await sweepDeadLetters(
+        t.pool,
+        'pgboss',
+        ['statehouse.singleShot.dead'],
+        engine.jobs.outcomes,
+        createLogger('silent'),
+        pass,
+      );
+      return result.elsewhere ? undefined : result;
+    });
 
   /** The entity's dead letters of the handler, once there is one. */
   const deadLettersOnceThere = (handler: string, entityId: string, what = `the dead letter of ${entityId}`) =>
@@ -333,17 +350,9 @@ describe('handler jobs', () => {
       await operator.query('begin');
       await operator.query('select 1 from pgboss.job where id = $1 for update', [dead!.id]);
       await refused.remove();
-      const swept = await sweepDeadLetters(
-        t.pool,
-        'pgboss',
-        ['statehouse.singleShot.dead'],
-        engine.jobs.outcomes,
-        true,
-        createLogger('silent'),
-      );
-      // (Or the engine's own pass held the sweep's lock at that moment: nothing settled either.)
-      // Not complete: the next pass must look again, whatever the operator's transaction does.
-      expect(swept).toEqual({ settled: 0, complete: false });
+      const swept = await sweepSingleShots({ full: true });
+      // Held back: the next pass must look again, whatever the operator's transaction does.
+      expect(swept).toEqual({ settled: 0, complete: false, heldBack: true });
       expect((await eventsOf(t, 'held-1')).map((e) => e.type)).toEqual(['singleShot.start']);
     } finally {
       await operator.query('rollback').catch(() => {});
@@ -359,32 +368,39 @@ describe('handler jobs', () => {
     try {
       await start(t, 'refused-1', 'singleShot', null);
       await deadLettersOnceThere('singleShot', 'refused-1', 'the dead letter');
-      const pass = () =>
-        sweepDeadLetters(
-          t.pool,
-          'pgboss',
-          ['statehouse.singleShot.dead'],
-          engine.jobs.outcomes,
-          true,
-          createLogger('silent'),
-        );
       // Tried, refused, and the pass complete all the same: the next ones look only at recent
-      // arrivals. (A pass that found the engine's own sweep holding the lock is not complete.)
-      const swept = await waitFor(
-        'a complete full pass',
-        async () => {
-          const result = await pass();
-          return result.complete ? result : undefined;
-        },
-        5000,
-      );
-      expect(swept).toEqual({ settled: 0, complete: true });
+      // arrivals.
+      expect(await sweepSingleShots({ full: true })).toEqual({ settled: 0, complete: true, heldBack: false });
       expect((await eventsOf(t, 'refused-1')).map((e) => e.type)).toEqual(['singleShot.start']);
     } finally {
       await refused.remove();
     }
     // Still recent: a later pass records it once Postgres takes it.
     await eventsOnceThere(t, 'refused-1', 'singleShot.done');
+  });
+
+  it('a pass through the dead letters goes on past those it cannot settle, a page at a time', async () => {
+    const refused = await refuseOutcomes(t, 'singleShot.done', ['refused-2', 'refused-3']);
+    try {
+      const letters = [];
+      for (const entityId of ['refused-2', 'refused-3']) {
+        await start(t, entityId, 'singleShot', null);
+        letters.push(...(await deadLettersOnceThere('singleShot', entityId, 'the dead letter')));
+      }
+      // A page of one: the second pass goes on after the first, not back to the start.
+      const first = await sweepSingleShots({ full: true, limit: 1 });
+      expect(first).toMatchObject({ settled: 0, complete: false, heldBack: false });
+      const second = await sweepSingleShots({ full: true, limit: 1, after: first.next });
+      expect(second.next?.id).not.toBe(first.next?.id);
+      expect([first.next?.id, second.next?.id].sort()).toEqual(letters.map((l) => l.id).sort());
+      expect(await sweepSingleShots({ full: true, limit: 1, after: second.next })).toEqual({
+        settled: 0,
+        complete: true,
+        heldBack: false,
+      });
+    } finally {
+      await refused.remove();
+    }
   });
 
   it('input that fails the handler’s schema fails the job without running the handler or retrying', async () => {

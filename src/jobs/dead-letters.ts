@@ -15,6 +15,33 @@ export const FULL_SWEEP_INTERVAL_MS = 10 * 60_000;
 /** Dead letters settled per pass at most. */
 const SWEEP_LIMIT = 500;
 
+/** Where a pass through the dead letters goes on: after this one, in (created_on, id) order. */
+export interface SweepPosition {
+  createdOn: string;
+  id: string;
+}
+
+export interface SweepPass {
+  /** Look at every dead letter, not only recent ones. */
+  full: boolean;
+  /** Go on after this one (the `next` of the pass before). */
+  after?: SweepPosition | undefined;
+  /** Dead letters looked at in this pass at most. */
+  limit?: number;
+}
+
+export interface SweepResult {
+  settled: number;
+  /** Nothing left: none held back, none beyond the limit (false too when another process was sweeping). */
+  complete: boolean;
+  /** One was held by an operator (or settled meanwhile): a later pass must look again. */
+  heldBack: boolean;
+  /** The limit was reached: go on after this one. */
+  next?: SweepPosition;
+  /** Another process was sweeping: this one looked at nothing. */
+  elsewhere?: true;
+}
+
 /**
  * Dead letters whose outcome never became an event: the worker died on the job's last
  * attempt (pg-boss expired it and moved it here), or recording the outcome failed. The
@@ -28,20 +55,20 @@ export async function sweepDeadLetters(
   bossSchema: string,
   deadLetterQueues: readonly string[],
   outcomes: OutcomeRecorder,
-  /** Look at every dead letter, not only recent ones. */
-  full: boolean,
   log: Logger,
-): Promise<{ settled: number; complete: boolean }> {
-  if (deadLetterQueues.length === 0) return { settled: 0, complete: true };
+  pass: SweepPass,
+): Promise<SweepResult> {
+  if (deadLetterQueues.length === 0) return { settled: 0, complete: true, heldBack: false };
+  const limit = pass.limit ?? SWEEP_LIMIT;
   return withTransaction(
     pool,
-    async (client) => {
+    async (client): Promise<SweepResult> => {
       const { rows: lock } = await client.query<{ ok: boolean }>(
         `select pg_try_advisory_xact_lock(hashtext('statehouse.dead-letter-sweep:' || $1)) as ok`,
         [bossSchema],
       );
-      // Another process sweeps now; this pass saw nothing.
-      if (!lock[0]?.ok) return { settled: 0, complete: false };
+      // Another process sweeps now; this one saw nothing.
+      if (!lock[0]?.ok) return { settled: 0, complete: false, heldBack: false, elsewhere: true };
       const unsettled = `from ${quoteIdent(bossSchema)}.job d
          where d.name = any($1::text[]) and d.state = 'created' and d.source_id is not null
            and not exists (select 1 from events e where e.message_id = $2 || d.source_id::text)
@@ -50,29 +77,40 @@ export async function sweepDeadLetters(
       // Found without locking, then taken by id: a dead letter an operator holds (a redrive
       // or retry in progress) is theirs to settle, and the difference tells that one was
       // left behind, without reading the dead letters a second time.
-      const { rows: found } = await client.query<{ id: string }>(
-        `select d.id ${unsettled}
+      const { rows: found } = await client.query<{ id: string; createdOn: string }>(
+        `select d.id, d.created_on::text as "createdOn" ${unsettled}
            and ($3 or d.created_on > now() - interval '${RECENT}')
-         order by d.created_on
-         limit ${SWEEP_LIMIT}`,
-        [deadLetterQueues, OUTCOME_ID_PREFIX, full],
+           and ($4::timestamptz is null or (d.created_on, d.id) > ($4::timestamptz, $5::uuid))
+         order by d.created_on, d.id
+         limit ${limit}`,
+        [
+          deadLetterQueues,
+          OUTCOME_ID_PREFIX,
+          pass.full,
+          pass.after?.createdOn ?? null,
+          pass.after?.id ?? null,
+        ],
       );
-      if (found.length === 0) return { settled: 0, complete: true };
+      if (found.length === 0) return { settled: 0, complete: true, heldBack: false };
       const { rows } = await client.query<{ sourceId: string; data: JobData; sourceOutput: unknown }>(
         `select d.source_id::text as "sourceId", d.data, d.source_output as "sourceOutput"
          ${unsettled} and d.id = any($3::uuid[])
-         order by d.created_on
+         order by d.created_on, d.id
          for update of d skip locked`,
         [deadLetterQueues, OUTCOME_ID_PREFIX, found.map((row) => row.id)],
       );
       // One Postgres refuses is logged and tried again by the next pass that looks at it;
       // it does not make every pass look at all of them.
       const failed = await recordEach(client, rows.map(outcomeOf), outcomes, log);
-      // Complete when nothing was skipped (held by an operator whose transaction may yet
-      // roll back) and nothing was beyond this pass's limit.
+      const heldBack = rows.length < found.length;
+      // A full page: the next pass goes on after it, past any that could not be settled.
+      const last = found[found.length - 1]!;
+      const next = found.length === limit ? { createdOn: last.createdOn, id: last.id } : undefined;
       return {
         settled: rows.length - failed,
-        complete: found.length < SWEEP_LIMIT && rows.length === found.length,
+        complete: !heldBack && next === undefined,
+        heldBack,
+        ...(next ? { next } : {}),
       };
     },
     { alsoRetry: isDuplicateMessageError },

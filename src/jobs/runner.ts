@@ -10,7 +10,12 @@ import type { Logger } from '../shared/logger.ts';
 import { PollingLoop } from '../shared/polling-loop.ts';
 import { isDuplicateMessageError } from '../store/index.ts';
 import type { JobEffect } from '../workflows/index.ts';
-import { FULL_SWEEP_INTERVAL_MS, sweepDeadLetters, unrecordedOutput } from './dead-letters.ts';
+import {
+  FULL_SWEEP_INTERVAL_MS,
+  type SweepPosition,
+  sweepDeadLetters,
+  unrecordedOutput,
+} from './dead-letters.ts';
 import type { Handler, HandlerContext } from './handler.ts';
 import { type JobOutcome, OutcomeRecorder, recordedOutcomeTypes } from './outcomes.ts';
 import {
@@ -253,34 +258,42 @@ export class JobRunner implements EffectSink {
   #sweepLoop(): PollingLoop {
     const { deadLetterSweepSeconds, log, pool, bossSchema, databaseUrl } = this.#options;
     const queues = [...this.#tasks.values()].map((task) => deadLetterQueueName(task.handler.name, task.kind));
-    // Passes look at every dead letter until one gets through them all, again after a failed
-    // pass (dead letters may have arrived while it could not look), and now and then;
-    // otherwise only at recent arrivals.
-    let full = true;
-    let lastFull = 0;
+    // A walk goes through the dead letters a page per pass: every one of them at start,
+    // after a walk that failed or left one held by an operator, and every
+    // FULL_SWEEP_INTERVAL_MS; otherwise those of the last hour.
+    let walk: { full: boolean; after?: SweepPosition; heldBack: boolean } | undefined;
+    let fullNeeded = true;
+    let nextFullAt = 0;
     return new PollingLoop({
       name: 'dead-letter sweep',
       databaseUrl,
       pollIntervalMs: deadLetterSweepSeconds * 1000,
       log,
       round: async () => {
-        if (Date.now() - lastFull >= FULL_SWEEP_INTERVAL_MS) full = true;
+        walk ??= { full: fullNeeded || Date.now() >= nextFullAt, heldBack: false };
         try {
-          if (full) lastFull = Date.now();
-          const { settled, complete } = await sweepDeadLetters(
-            pool,
-            bossSchema,
-            queues,
-            this.#outcomes,
-            full,
-            log,
-          );
-          if (complete) full = false;
-          if (settled > 0) log.warn({ settled }, 'recorded the outcome of dead letters that had none');
+          const result = await sweepDeadLetters(pool, bossSchema, queues, this.#outcomes, log, walk);
+          if (result.settled > 0) {
+            log.warn({ settled: result.settled }, 'recorded the outcome of dead letters that had none');
+          }
+          if (result.next) {
+            walk.after = result.next;
+            walk.heldBack ||= result.heldBack;
+            return { more: true };
+          }
+          if (!result.elsewhere) {
+            if (walk.full) {
+              fullNeeded = false;
+              nextFullAt = Date.now() + FULL_SWEEP_INTERVAL_MS;
+            }
+            if (walk.heldBack || result.heldBack) fullNeeded = true;
+          }
         } catch (error) {
-          full = true;
+          // Dead letters may have arrived while it could not look.
+          fullNeeded = true;
           log.error({ err: error }, 'dead-letter sweep failed; it runs again');
         }
+        walk = undefined;
         return { more: false };
       },
     });
