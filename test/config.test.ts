@@ -2,8 +2,10 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { loadConfig } from '../src/config/index.ts';
 import { ConfigError } from '../src/errors/index.ts';
+import { defineHandler } from '../src/jobs/index.ts';
 
 describe('config', () => {
   it('has working defaults with nothing set', () => {
@@ -46,5 +48,15 @@ describe('config', () => {
     expect(() => loadConfig({ env: {}, file })).toThrow(/ingest.*batchSiz/);
     writeFileSync(file, '{ not json');
     expect(() => loadConfig({ env: {}, file })).toThrow(/is not valid/);
+  });
+
+  it('refuses a handler named like the end of a queue name, saying why', () => {
+    const handler = (name: string) => () =>
+      defineHandler({ name, input: z.object({}), run: async () => null });
+    expect(handler('compensate')).toThrow(
+      'handler "compensate": name is reserved ("compensate" and "dead" end queue names); pick another',
+    );
+    expect(handler('dead')).toThrow(/handler "dead": name is reserved/);
+    expect(handler('deadLetterAudit')().name).toBe('deadLetterAudit');
   });
 });

@@ -56,7 +56,11 @@ const optionsSchema = z.object({
     .regex(
       /^[a-zA-Z][a-zA-Z0-9_-]{0,62}$/,
       'starts with a letter; letters, digits, _ and -; at most 63 characters',
-    ),
+    )
+    // Queue names end in them: `statehouse.<name>.compensate`, `….dead`.
+    .refine((name) => name !== 'compensate' && name !== 'dead', {
+      error: 'is reserved ("compensate" and "dead" end queue names); pick another',
+    }),
   retry: z
     .object({
       limit: z.number().int().min(0).max(1000),

@@ -165,54 +165,55 @@ export class JobOperations {
   }
 
   /**
-   * Newest first. Reads pg-boss's job table, statehouse's queues only. A filter on a job's
-   * entity or machine reads all of their jobs (no index has them) and sorts the matches;
-   * otherwise the newest of each queue the filters leave are read backwards on pg-boss's
-   * (name, created_on) index and merged, so that the listing does not sort every job
-   * pg-boss keeps.
+   * Newest first. Reads pg-boss's job table, statehouse's queues only. The whole listing,
+   * or a handler's, a kind's, or the dead letters, reads the newest jobs of each queue that
+   * can match backwards on pg-boss's (name, created_on) index and merges them, instead of
+   * sorting every job pg-boss keeps.
    */
   async list(filter: JobFilter = {}): Promise<JobSummary[]> {
-    const matches = `($2::text is null or data->>'machine' = $2)
-         and ($3::text is null or data->>'entityId' = $3)
-         and ($4::text is null or data->>'handler' = $4)
-         and ($7::text is null or data->>'kind' = $7)
-         and case $5::text
-               when 'dead' then name like '%.dead' and state = 'created'
-               when 'pending' then name not like '%.dead' and state in ('created', 'retry')
-               when '' then true
-               else name not like '%.dead' and state::text = $5 end`;
-    const flat = filter.entityId !== undefined || filter.machine !== undefined;
-    const text = flat
-      ? `select ${JOB_COLUMNS} from ${this.#schema}.job
-           where name = any(${this.#statehouseQueues('$1')}) and ${matches}
-           order by created_on desc
-           limit $6`
-      : `select j.* from ${this.#schema}.queue q
-           cross join lateral (
-             select ${JOB_COLUMNS} from ${this.#schema}.job
-             where name = q.name and ${matches}
-             order by created_on desc
-             limit $6
-           ) j
-           where q.name like $1
-             -- Only the queues that can hold what the filters ask for are read.
-             and ($4::text is null or q.name = $8 || $4 or q.name like $8 || $4 || '.%')
-             and ($7::text is null or (q.name like '%.compensate' or q.name like '%.compensate.dead') = ($7 = 'compensate'))
-             and case $5::text when 'dead' then q.name like '%.dead' when '' then true
-                               else q.name not like '%.dead' end
-           order by j."createdOn" desc
-           limit $6`;
-    const { rows } = await this.#pool.query<JobRow>(text, [
-      `${QUEUE_PREFIX}%`,
-      filter.machine ?? null,
-      filter.entityId ?? null,
-      filter.handler ?? null,
-      filter.state ?? '',
-      filter.limit ?? 100,
-      filter.kind ?? null,
-      // $8 only where it is used: Postgres cannot type a parameter no statement names.
-      ...(flat ? [] : [QUEUE_PREFIX]),
-    ]);
+    const { machine, entityId, handler, kind, state = '', limit = 100 } = filter;
+    // A job's entity and machine are in no index, and a state other than dead letters is
+    // rare among a queue's newest jobs: those filters read the matching jobs and sort them.
+    if (entityId !== undefined || machine !== undefined || (state !== '' && state !== 'dead')) {
+      const { rows } = await this.#pool.query<JobRow>(
+        `select ${JOB_COLUMNS} from ${this.#schema}.job
+         where name = any(${this.#statehouseQueues('$1')})
+           and ($2::text is null or data->>'machine' = $2)
+           and ($3::text is null or data->>'entityId' = $3)
+           and ($4::text is null or data->>'handler' = $4)
+           and ($5::text is null or data->>'kind' = $5)
+           and case $6::text
+                 when 'dead' then name like '%.dead' and state = 'created'
+                 when 'pending' then name not like '%.dead' and state in ('created', 'retry')
+                 when '' then true
+                 else name not like '%.dead' and state::text = $6 end
+         order by created_on desc, id desc
+         limit $7`,
+        [`${QUEUE_PREFIX}%`, machine ?? null, entityId ?? null, handler ?? null, kind ?? null, state, limit],
+      );
+      return rows.map(summarize);
+    }
+    // Otherwise a queue's name says whose jobs it holds (`statehouse.<handler>[.compensate][.dead]`;
+    // handler names have no dots and are never "compensate" or "dead"), so the handler and
+    // kind filters pick queues, and each queue's jobs are read in created_on order.
+    const { rows } = await this.#pool.query<JobRow>(
+      `select j.* from ${this.#schema}.queue q
+       cross join lateral (
+         select ${JOB_COLUMNS} from ${this.#schema}.job jb
+         -- A dead letter waits as 'created' until it is redriven, retried or expires.
+         where jb.name = q.name and ($4::text = '' or jb.state = 'created')
+         order by jb.created_on desc, jb.id desc
+         limit $5
+       ) j
+       where q.name like $1
+         and ($2::text is null or q.name = $6 || $2 or starts_with(q.name, $6 || $2 || '.'))
+         and ($3::text is null or (split_part(q.name, '.', 3) = 'compensate') = ($3 = 'compensate'))
+         and ($4::text = '' or q.name like '%.dead')
+       -- Jobs inserted in one transaction share created_on: the id orders them alike each time.
+       order by j."createdOn" desc, j.id::uuid desc
+       limit $5`,
+      [`${QUEUE_PREFIX}%`, handler ?? null, kind ?? null, state, limit, QUEUE_PREFIX],
+    );
     return rows.map(summarize);
   }
 
