@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { PgBoss } from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withTransaction } from '../src/db/index.ts';
@@ -73,10 +74,10 @@ describe('handler jobs', () => {
    * One pass of the dead-letter sweep over singleShot's dead letters, as the engine's own
    * makes them; tried again while the engine's pass holds the sweep's lock.
    */
-  const sweepSingleShots = (pass: SweepPass) =>
+  const sweepSingleShots = (pass: SweepPass, pool: pg.Pool = t.pool) =>
     waitFor('a sweep pass of this process', async () => {
       const result = await sweepDeadLetters(
-        t.pool,
+        pool,
         'pgboss',
         ['statehouse.singleShot.dead'],
         engine.jobs.outcomes,
@@ -387,10 +388,19 @@ describe('handler jobs', () => {
         await start(t, entityId, 'singleShot', null);
         letters.push(...(await deadLettersOnceThere('singleShot', entityId, 'the dead letter')));
       }
-      // A page of one: the second pass goes on after the first, not back to the start.
+      // A page of one: the second pass goes on after the first, not back to the start, even
+      // from a session whose dates read differently (a time zone written as an abbreviation
+      // two zones share, day before month).
       const first = await sweepSingleShots({ full: true, limit: 1 });
       expect(first).toMatchObject({ settled: 0, complete: false, heldBack: false });
-      const second = await sweepSingleShots({ full: true, limit: 1, after: first.next });
+      const otherDates = new pg.Pool({
+        connectionString: t.databaseUrl,
+        options: '-c search_path=statehouse -c datestyle=SQL,DMY -c timezone=Asia/Kolkata',
+        max: 1,
+      });
+      const second = await sweepSingleShots({ full: true, limit: 1, after: first.next }, otherDates).finally(
+        () => otherDates.end(),
+      );
       expect(second.next?.id).not.toBe(first.next?.id);
       expect([first.next?.id, second.next?.id].sort()).toEqual(letters.map((l) => l.id).sort());
       expect(await sweepSingleShots({ full: true, limit: 1, after: second.next })).toEqual({

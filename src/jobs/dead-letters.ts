@@ -78,7 +78,9 @@ export async function sweepDeadLetters(
       // or retry in progress) is theirs to settle, and the difference tells that one was
       // left behind, without reading the dead letters a second time.
       const { rows: found } = await client.query<{ id: string; createdOn: string }>(
-        `select d.id, d.created_on::text as "createdOn" ${unsettled}
+        // created_on as ISO 8601 text, microseconds and offset kept, whatever the session's
+        // DateStyle: the next pass compares with it exactly.
+        `select d.id, to_json(d.created_on) #>> '{}' as "createdOn" ${unsettled}
            and ($3 or d.created_on > now() - interval '${RECENT}')
            and ($4::timestamptz is null or (d.created_on, d.id) > ($4::timestamptz, $5::uuid))
          order by d.created_on, d.id

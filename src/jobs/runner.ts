@@ -281,7 +281,10 @@ export class JobRunner implements EffectSink {
             walk.heldBack ||= result.heldBack;
             return { more: true };
           }
-          if (!result.elsewhere) {
+          if (result.elsewhere) {
+            // Given up for now; one held back on an earlier page still needs a walk.
+            if (walk.heldBack) fullNeeded = true;
+          } else {
             if (walk.full) {
               fullNeeded = false;
               nextFullAt = Date.now() + FULL_SWEEP_INTERVAL_MS;
