@@ -183,12 +183,29 @@ describe('outbox relay', () => {
         )
       ).rows;
 
-    // The relaying process prunes as it goes (here at its first round).
+    // And 12,000 more sent two days ago, behind the earlier tests' rows, which are recent:
+    // the first page of 5,000 is not all due, and pruning goes on past it all the same.
+    await t.pool.query(
+      `insert into outbox (machine, entity_id, subject, type, data, sent_at)
+       select 'm', 'bulk', 'out.bulk.' || g, 'm.happened', '{}', now() - interval '2 days'
+       from generate_series(1, 12000) g`,
+    );
+    const bulk = async () =>
+      (await t.pool.query<{ n: number }>(`select count(*)::int as n from outbox where entity_id = 'bulk'`))
+        .rows[0]!.n;
+
+    // The relaying process prunes as it goes, a page per round (here from its first round).
     relay(600_000).start();
     await waitFor('the rows past their keep time deleted', async () => (await left()).length === 2);
     expect(await left()).toEqual([
       { n: 2, sent: true },
       { n: 9, sent: false },
     ]);
+    await waitFor('every page pruned, not one a minute', async () => (await bulk()) === 0, 10_000);
+    // The earlier tests' rows, sent just now, stay.
+    const { rows } = await t.pool.query<{ n: number }>(
+      `select count(*)::int as n from outbox where entity_id like 'e%' and sent_at is not null`,
+    );
+    expect(rows[0]!.n).toBe(200);
   });
 });

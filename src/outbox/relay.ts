@@ -22,7 +22,7 @@ export interface OutboxRelayOptions {
 
 /** How often the relaying process deletes sent rows past their keep time. */
 const PRUNE_INTERVAL_MS = 60_000;
-/** Rows one prune statement deletes at most: a bounded transaction, the rest next round. */
+/** Sent rows one prune statement reads at most: a bounded statement, the rest next round. */
 export const PRUNE_BATCH = 5000;
 
 interface Row {
@@ -47,6 +47,8 @@ export class OutboxRelay {
   readonly #lease: AdvisoryLease;
   #database: string | undefined;
   #pruneDueAt = 0;
+  /** Where the pruning under way goes on; undefined between prunes. */
+  #pruneAfter: number | undefined;
 
   constructor(options: OutboxRelayOptions) {
     this.#o = options;
@@ -81,35 +83,66 @@ export class OutboxRelay {
   }
 
   /**
-   * Deletes those of the oldest `PRUNE_BATCH` sent rows that were sent more than
-   * `keepSentHours` ago; resolves with how many. Rows are only transport once JetStream
-   * has them: the emitted events stay in the emit stream for as long as it keeps them.
+   * Deletes the rows sent more than `keepSentHours` ago; resolves with how many. Rows are
+   * only transport once JetStream has them: the emitted events stay in the emit stream for
+   * as long as it keeps them. (The relay itself does this a page per round, between
+   * publishing, once a minute.)
    */
   async pruneSent(): Promise<number> {
-    // The oldest sent rows by id (the primary key), not every row sent before the cutoff: no
-    // index has sent_at, and when none is due yet that would read the whole table.
-    const { rowCount } = await this.#o.pool.query(
-      `delete from outbox
-       where id = any(array(select id from outbox where sent_at is not null order by id limit $2))
-         and sent_at < now() - $1::float8 * interval '1 hour'`,
-      [this.#o.keepSentHours, PRUNE_BATCH],
-    );
-    return rowCount ?? 0;
+    let deleted = 0;
+    for (let after = 0; ; ) {
+      const page = await this.#prunePage(after);
+      deleted += page.deleted;
+      if (page.last === undefined) return deleted;
+      after = page.last;
+    }
   }
 
-  /** Prunes once a minute, in batches; true while a full batch suggests more are due. */
+  /**
+   * Deletes, among the oldest `PRUNE_BATCH` sent rows after id `after`, those past their
+   * keep time. `last` is where the next page starts, or undefined when no page is worth
+   * reading: this one was short, or none of it was due (the rows after it were sent later,
+   * but for a few held back behind an earlier event, which are due later still).
+   */
+  async #prunePage(after: number): Promise<{ deleted: number; last: number | undefined }> {
+    // By id (the primary key), not by sent_at, which no index has: when nothing is due, that
+    // would read the whole table.
+    const { rows } = await this.#o.pool.query<{ scanned: number; last: number | null; deleted: number }>(
+      `with page as (
+         select id, sent_at from outbox where sent_at is not null and id > $3 order by id limit $2
+       ), gone as (
+         -- By id through the primary key (a join would hash the whole table).
+         delete from outbox
+         where id = any(array(select id from page where sent_at < now() - $1::float8 * interval '1 hour'))
+         returning id
+       )
+       select (select count(*) from page)::int as scanned, (select max(id) from page) as last,
+              (select count(*) from gone)::int as deleted`,
+      [this.#o.keepSentHours, PRUNE_BATCH, after],
+    );
+    const { scanned, last, deleted } = rows[0]!;
+    return {
+      deleted,
+      last: scanned === PRUNE_BATCH && deleted > 0 && last !== null ? Number(last) : undefined,
+    };
+  }
+
+  /** A page of pruning per round once a minute, until none is worth reading; true while it goes on. */
   async #pruneWhenDue(): Promise<boolean> {
-    if (Date.now() < this.#pruneDueAt) return false;
-    let pruned = 0;
+    if (this.#pruneAfter === undefined && Date.now() < this.#pruneDueAt) return false;
     try {
-      pruned = await this.pruneSent();
+      const page = await this.#prunePage(this.#pruneAfter ?? 0);
+      if (page.last !== undefined) {
+        this.#pruneAfter = page.last;
+        return true;
+      }
     } catch (error) {
       // Relaying matters more; the next minute tries again.
       this.#o.log.warn({ err: error }, 'deleting sent outbox rows failed; will retry');
     }
-    const more = pruned === PRUNE_BATCH;
-    if (!more) this.#pruneDueAt = Date.now() + PRUNE_INTERVAL_MS;
-    return more;
+    this.#pruneAfter = undefined;
+    this.#pruneDueAt = Date.now() + PRUNE_INTERVAL_MS;
+    return false;
   }
 
   /** Publishes one batch of unsent rows; resolves with how many went out. */
