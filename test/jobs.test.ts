@@ -402,6 +402,12 @@ describe('handler jobs', () => {
         () => otherDates.end(),
       );
       expect(second.next?.id).not.toBe(first.next?.id);
+      // The position it gives back is the dead letter's own time, to the microsecond.
+      const { rows } = await t.pool.query<{ same: boolean }>(
+        'select $1::timestamptz = created_on as same from pgboss.job where id = $2',
+        [second.next?.createdOn, second.next?.id],
+      );
+      expect(rows[0]?.same).toBe(true);
       expect([first.next?.id, second.next?.id].sort()).toEqual(letters.map((l) => l.id).sort());
       expect(await sweepSingleShots({ full: true, limit: 1, after: second.next })).toEqual({
         settled: 0,

@@ -163,7 +163,7 @@ describe('queries over a long history', () => {
     // Installs pg-boss and the demo handlers' queues; nothing here is for its workers.
     await t.startEngine({ parts: { ingest: false, dispatch: false, jobs: true, outbox: false } });
     // Runs, undos and their dead letters; some pending, one in a hundred failed. Jobs come
-    // in pairs with the same created_on, as one transaction's inserts do.
+    // in pairs with the same created_on in the same queue, as one transaction's inserts do.
     const queues = [
       ['reserveStock', 'run', ''],
       ['chargePayment', 'run', ''],
@@ -182,8 +182,8 @@ describe('queries over a long history', () => {
               now() - make_interval(secs => g / 2), now(), now()
        from generate_series(1, $2::int) g
        cross join lateral (
-         select ($1::text[])[1 + g % 6][1] as handler, ($1::text[])[1 + g % 6][2] as kind,
-                ($1::text[])[1 + g % 6][3] as suffix) q`,
+         select ($1::text[])[1 + (g / 2) % 6][1] as handler, ($1::text[])[1 + (g / 2) % 6][2] as kind,
+                ($1::text[])[1 + (g / 2) % 6][3] as suffix) q`,
       [queues, ENTITIES],
     );
     await t.pool.query('analyze pgboss.job');
@@ -199,7 +199,7 @@ describe('queries over a long history', () => {
     const reference = async (filter: Filter) =>
       (
         await t.pool.query<{ id: string }>(
-          `select id::text from pgboss.job
+          `select id::text from pgboss.job job
            where name like 'statehouse.%'
              and ($1::text is null or data->>'machine' = $1)
              and ($2::text is null or data->>'entityId' = $2)
@@ -210,7 +210,7 @@ describe('queries over a long history', () => {
                    when 'pending' then name not like '%.dead' and state in ('created', 'retry')
                    when '' then true
                    else name not like '%.dead' and state::text = $4 end
-           order by created_on desc, id desc limit $5`,
+           order by job.created_on desc, job.id desc limit $5`,
           [
             filter.machine ?? null,
             filter.entityId ?? null,
@@ -234,10 +234,11 @@ describe('queries over a long history', () => {
       const filters: Array<Filter & { bounded: boolean }> = [
         // Bounded: the newest jobs of each queue that can match, a few pages each.
         { limit: 100, bounded: true },
-        { handler: 'shipOrder', limit: 30, bounded: true },
+        { handler: 'shipOrder', limit: 31, bounded: true },
         { kind: 'compensate', limit: 30, bounded: true },
         { state: 'dead', limit: 30, bounded: true },
         { handler: 'reserveStock', kind: 'run', limit: 30, bounded: true },
+        { handler: 'chargePayment', kind: 'compensate', state: 'dead', limit: 7, bounded: true },
         // Read among all of statehouse's jobs: states other than dead, a job's entity or machine.
         { state: 'pending', limit: 30, bounded: false },
         { state: 'failed', limit: 20, bounded: false },
@@ -253,6 +254,10 @@ describe('queries over a long history', () => {
         // A bounded listing reads a few pages of each queue, not the table.
         expect(await pagesRead(client, statements[0]!)).toBeLessThan(300);
       }
+      // A dot would name another queue: refused, not read as one.
+      await expect(operations.list({ handler: 'shipOrder.dead' })).rejects.toThrow(
+        '"shipOrder.dead" is not a handler name',
+      );
     } finally {
       client.release();
       await operations.close();
@@ -289,7 +294,9 @@ describe('queries over a long history', () => {
                                         then now() else now() - interval '2 days' end
        where id <= (select min(id) from outbox) + 11999`,
     );
+    statements.length = 0;
     expect(await relay.pruneSent()).toBe(11_990);
+    await expectIndexed(statements, ['outbox']);
     const { rows } = await t.pool.query<{ n: number }>(
       `select count(*)::int as n from outbox where entity_id like 'p-10_'`,
     );

@@ -50,13 +50,13 @@ export const DEFAULT_RETRY: Readonly<RetryPolicy> = Object.freeze({
   maxDelaySeconds: 60,
 });
 
+/** What a handler's name may be: it becomes part of queue names. */
+export const HANDLER_NAME = /^[a-zA-Z][a-zA-Z0-9_-]{0,62}$/;
+
 const optionsSchema = z.object({
   name: z
     .string()
-    .regex(
-      /^[a-zA-Z][a-zA-Z0-9_-]{0,62}$/,
-      'starts with a letter; letters, digits, _ and -; at most 63 characters',
-    )
+    .regex(HANDLER_NAME, 'starts with a letter; letters, digits, _ and -; at most 63 characters')
     // Queue names end in them: `statehouse.<name>.compensate`, `….dead`.
     .refine((name) => name !== 'compensate' && name !== 'dead', {
       error: 'is reserved ("compensate" and "dead" end queue names); pick another',

@@ -4,6 +4,7 @@ import { quoteIdent, withTransaction } from '../db/index.ts';
 import { StatehouseError } from '../errors/index.ts';
 import { appendCaused, isDuplicateMessageError } from '../store/index.ts';
 import { succeededUnrecorded } from './dead-letters.ts';
+import { HANDLER_NAME } from './handler.ts';
 import { OutcomeRecorder, recordedOutcomeTypes } from './outcomes.ts';
 import {
   dbOf,
@@ -172,11 +173,18 @@ export class JobOperations {
    */
   async list(filter: JobFilter = {}): Promise<JobSummary[]> {
     const { machine, entityId, handler, kind, state = '', limit = 100 } = filter;
+    // A dot would make it name another queue (`ship.dead`) below; no handler has one.
+    if (handler !== undefined && !HANDLER_NAME.test(handler)) {
+      throw new StatehouseError(
+        'USAGE',
+        `"${handler}" is not a handler name (a letter, then letters, digits, _ and -)`,
+      );
+    }
     // A job's entity and machine are in no index, and a state other than dead letters is
     // rare among a queue's newest jobs: those filters read the matching jobs and sort them.
     if (entityId !== undefined || machine !== undefined || (state !== '' && state !== 'dead')) {
       const { rows } = await this.#pool.query<JobRow>(
-        `select ${JOB_COLUMNS} from ${this.#schema}.job
+        `select ${JOB_COLUMNS} from ${this.#schema}.job job
          where name = any(${this.#statehouseQueues('$1')})
            and ($2::text is null or data->>'machine' = $2)
            and ($3::text is null or data->>'entityId' = $3)
@@ -187,7 +195,7 @@ export class JobOperations {
                  when 'pending' then name not like '%.dead' and state in ('created', 'retry')
                  when '' then true
                  else name not like '%.dead' and state::text = $6 end
-         order by created_on desc, id desc
+         order by job.created_on desc, job.id desc
          limit $7`,
         [`${QUEUE_PREFIX}%`, machine ?? null, entityId ?? null, handler ?? null, kind ?? null, state, limit],
       );

@@ -114,6 +114,7 @@ export class OutboxRelay {
          -- By id through the primary key (a join would hash the whole table).
          delete from outbox
          where id = any(array(select id from page where sent_at < now() - $1::float8 * interval '1 hour'))
+           and sent_at < now() - $1::float8 * interval '1 hour'
          returning id
        )
        select (select count(*) from page)::int as scanned, (select max(id) from page) as last,
