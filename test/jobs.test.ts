@@ -275,6 +275,38 @@ describe('handler jobs', () => {
     expect(events[1]!.data).toEqual({ message: 'card declined' });
   });
 
+  it('a job handed out again after its success was recorded is completed as recorded: the handler does not run again', async () => {
+    await start(t, 'dup-3', 'gatedCall', null);
+    await waitFor('the attempt to start', async () => attemptsOf('dup-3').length === 1 || undefined);
+    const [job] = await engine.jobs.boss.findJobs<JobData>('statehouse.gatedCall', {
+      data: { entityId: 'dup-3' },
+    });
+    // The attempt recorded its success, then its process died before pg-boss heard of it.
+    await withTransaction(
+      t.pool,
+      (client) =>
+        engine.jobs.outcomes.record(client, [
+          { jobId: job!.id, data: job!.data, ok: true, payload: { charged: 'earlier' } },
+        ]),
+      { autocommit: true },
+    );
+    await engine.jobs.boss.fail('statehouse.gatedCall', job!.id, new Error('worker lost'));
+    expect(openGate('dup-3', 'the attempt that lost its claim')).toBe(true);
+
+    const settled = await waitFor('the job to complete', async () => {
+      const [found] = await engine.jobs.boss.findJobs<JobData>('statehouse.gatedCall', {
+        data: { entityId: 'dup-3' },
+      });
+      return found?.state === 'completed' ? found : undefined;
+    });
+    expect(settled.retryCount).toBe(1);
+    expect(attemptsOf('dup-3').map((a) => a.attempt)).toEqual([1]);
+    expect(await deadLetters('gatedCall', 'dup-3')).toHaveLength(0);
+    const events = await eventsOf(t, 'dup-3');
+    expect(events.map((e) => e.type)).toEqual(['gatedCall.start', 'gatedCall.done']);
+    expect(events[1]!.data).toEqual({ charged: 'earlier' });
+  });
+
   it('an outcome that cannot be recorded on the last attempt travels in the dead letter, and the sweep records it once Postgres takes it, one refused outcome not holding back another', async () => {
     // The other jobs of their batches are recorded one by one.
     const refused = await refuseOutcomes(t, 'singleShot.done', ['unrec-1', 'unrec-2']);
