@@ -241,32 +241,42 @@ describe('handler jobs', () => {
     ]);
   });
 
-  it('a job handed out again after its failure was recorded (its worker died before pg-boss settled it) is settled as recorded, not run again', async () => {
-    await start(t, 'dup-2', 'gatedCall', null);
-    await waitFor('the attempt to start', async () => attemptsOf('dup-2').length === 1 || undefined);
-    const [job] = await engine.jobs.boss.findJobs<JobData>('statehouse.gatedCall', {
-      data: { entityId: 'dup-2' },
-    });
-    // The attempt recorded a failure for good (say a NonRetryableError), then its process
-    // died; pg-boss, not told, gives the job out again once it expires (here: at once).
+  /**
+   * An attempt of the entity's gatedCall job records `outcome` and its process dies before
+   * pg-boss hears of it; pg-boss, not told, hands the job out again once it expires (here:
+   * at once). Resolves with the job once pg-boss has settled it as `state`.
+   */
+  const recordThenHandOutAgain = async (
+    entityId: string,
+    outcome: { ok: boolean; payload: unknown },
+    state: 'failed' | 'completed',
+  ) => {
+    await start(t, entityId, 'gatedCall', null);
+    await waitFor('the attempt to start', async () => attemptsOf(entityId).length === 1 || undefined);
+    const [job] = await engine.jobs.boss.findJobs<JobData>('statehouse.gatedCall', { data: { entityId } });
     await withTransaction(
       t.pool,
-      (client) =>
-        engine.jobs.outcomes.record(client, [
-          { jobId: job!.id, data: job!.data, ok: false, payload: { message: 'card declined' } },
-        ]),
+      (client) => engine.jobs.outcomes.record(client, [{ jobId: job!.id, data: job!.data, ...outcome }]),
       { autocommit: true },
     );
     await engine.jobs.boss.fail('statehouse.gatedCall', job!.id, new Error('worker lost'));
     // The first attempt's own late answer is a duplicate of the recorded outcome.
-    expect(openGate('dup-2', 'the attempt that lost its claim')).toBe(true);
-
-    const settled = await waitFor('the job to end', async () => {
+    expect(openGate(entityId, 'the attempt that lost its claim')).toBe(true);
+    return waitFor(`the job to be ${state}`, async () => {
       const [found] = await engine.jobs.boss.findJobs<JobData>('statehouse.gatedCall', {
-        data: { entityId: 'dup-2' },
+        data: { entityId },
       });
-      return found?.state === 'failed' ? found : undefined;
+      return found?.state === state ? found : undefined;
     });
+  };
+
+  it('a job handed out again after its failure was recorded (its worker died before pg-boss settled it) is settled as recorded, not run again', async () => {
+    // A failure for good, say a NonRetryableError.
+    const settled = await recordThenHandOutAgain(
+      'dup-2',
+      { ok: false, payload: { message: 'card declined' } },
+      'failed',
+    );
     expect(settled.retryCount).toBe(1);
     expect(attemptsOf('dup-2').map((a) => a.attempt)).toEqual([1]);
     expect(await deadLetters('gatedCall', 'dup-2')).toHaveLength(1);
@@ -276,29 +286,11 @@ describe('handler jobs', () => {
   });
 
   it('a job handed out again after its success was recorded is completed as recorded: the handler does not run again', async () => {
-    await start(t, 'dup-3', 'gatedCall', null);
-    await waitFor('the attempt to start', async () => attemptsOf('dup-3').length === 1 || undefined);
-    const [job] = await engine.jobs.boss.findJobs<JobData>('statehouse.gatedCall', {
-      data: { entityId: 'dup-3' },
-    });
-    // The attempt recorded its success, then its process died before pg-boss heard of it.
-    await withTransaction(
-      t.pool,
-      (client) =>
-        engine.jobs.outcomes.record(client, [
-          { jobId: job!.id, data: job!.data, ok: true, payload: { charged: 'earlier' } },
-        ]),
-      { autocommit: true },
+    const settled = await recordThenHandOutAgain(
+      'dup-3',
+      { ok: true, payload: { charged: 'earlier' } },
+      'completed',
     );
-    await engine.jobs.boss.fail('statehouse.gatedCall', job!.id, new Error('worker lost'));
-    expect(openGate('dup-3', 'the attempt that lost its claim')).toBe(true);
-
-    const settled = await waitFor('the job to complete', async () => {
-      const [found] = await engine.jobs.boss.findJobs<JobData>('statehouse.gatedCall', {
-        data: { entityId: 'dup-3' },
-      });
-      return found?.state === 'completed' ? found : undefined;
-    });
     expect(settled.retryCount).toBe(1);
     expect(attemptsOf('dup-3').map((a) => a.attempt)).toEqual([1]);
     expect(await deadLetters('gatedCall', 'dup-3')).toHaveLength(0);
