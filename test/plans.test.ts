@@ -1,8 +1,9 @@
 import { jetstream } from '@nats-io/jetstream';
 import type pg from 'pg';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dispatchChannel, jobsChannel } from '../src/db/index.ts';
-import { checkVersionsInUse } from '../src/engine/engine.ts';
+import { checkVersionsInUse, warnOfUnregisteredBacklog } from '../src/engine/engine.ts';
 import { listEntities } from '../src/entities/index.ts';
 import { JobOperations } from '../src/jobs/index.ts';
 import { resumeStepsMissingHandlers } from '../src/jobs/saga.ts';
@@ -301,6 +302,36 @@ describe('queries over a long history', () => {
       `select count(*)::int as n from outbox where entity_id like 'p-10_'`,
     );
     expect(rows[0]!.n).toBe(10);
+  });
+
+  it('says at start which machines no workflow here takes have entities waiting, reading only the queue', async () => {
+    const registry = new WorkflowRegistry(
+      MACHINES.map((name) => ledgerWorkflow({ guardThrows: false, name })),
+    );
+    const logged: Array<{ msg: string; machines?: string[] }> = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => void logged.push(JSON.parse(line)) });
+    // Some of the registered machines' entities waiting too, ahead in the queue.
+    await t.pool.query(
+      `update entities set last_version = 4, pending_since = now() - interval '1 minute' where entity_id in ('p-3', 'p-6')`,
+    );
+    const { db, statements } = recording(t.pool);
+    expect(await warnOfUnregisteredBacklog(db, registry, log)).toEqual([]);
+    expect(logged).toEqual([]);
+    await expectIndexed(statements, ['entities']);
+
+    await t.pool.query(
+      `insert into entities (machine, entity_id, last_version, pending_since)
+       values ('retired', 'r-1', 2, now()), ('retired', 'r-2', 1, now()), ('older', 'o-1', 1, now())`,
+    );
+    expect(await warnOfUnregisteredBacklog(t.pool, registry, log)).toEqual(['older', 'retired']);
+    expect(logged).toHaveLength(1);
+    expect(logged[0]!.msg).toContain(
+      'entities of "older", "retired" have events waiting, and this engine registers no workflow of that name',
+    );
+    await t.pool.query(`delete from entities where machine in ('retired', 'older')`);
+    await t.pool.query(
+      `update entities set last_version = 3, pending_since = null where entity_id in ('p-3', 'p-6')`,
+    );
   });
 
   it('the job runner’s start-up look for sagas stopped at a missing compensation reads only failed steps', async () => {

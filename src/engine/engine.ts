@@ -165,6 +165,7 @@ export class Engine {
       const jsm = await jetstreamManager(nats);
       const engine = new Engine(options, nats, jsm, pool);
       await checkVersionsInUse(pool, engine.registry);
+      if (engine.#parts.dispatch) await warnOfUnregisteredBacklog(pool, engine.registry, log);
       await ensureStream(jsm, { stream: config.nats.stream, subjects: engine.registry.subjects });
       const emitted = engine.registry.emittedSubjects;
       if (emitted.length > 0) await ensureStream(jsm, { stream: config.nats.emitStream, subjects: emitted });
@@ -242,4 +243,33 @@ export async function checkVersionsInUse(pool: pg.Pool, registry: WorkflowRegist
     return `  machine "${p.machine}" version ${p.version} is used by ${p.entities} entities that are not done; keep version ${p.version} registered next to version ${latest}, or give version ${latest} a snapshot migration from it (migrations: { ${p.version}: (snapshot) => … })`;
   });
   throw new ConfigError(`cannot remove machine versions still in use:\n${lines.join('\n')}`);
+}
+
+/**
+ * Says at start when entities have events waiting for a machine this engine does not
+ * register (a workflow removed, or served by other processes): the dispatcher never claims
+ * them, and each claim steps over them in the queue. Reads the queue of pending entities,
+ * which is live work, not history. Resolves with those machines' names.
+ */
+export async function warnOfUnregisteredBacklog(
+  pool: pg.Pool,
+  registry: WorkflowRegistry,
+  log: Logger,
+): Promise<string[]> {
+  const { rows } = await pool.query<{ machine: string }>(
+    `select distinct machine from (
+       select machine from entities
+       where pending_since is not null and status <> 'failed' and machine <> all($1::text[])
+       limit 1000) p
+     order by machine`,
+    [registry.names],
+  );
+  const machines = rows.map((row) => row.machine);
+  if (machines.length > 0) {
+    log.warn(
+      { machines },
+      `entities of ${machines.map((m) => `"${m}"`).join(', ')} have events waiting, and this engine registers no workflow of that name: they are applied once an engine that does runs (register the workflow again if it was removed)`,
+    );
+  }
+  return machines;
 }
