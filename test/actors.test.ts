@@ -3,7 +3,7 @@ import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { workflows as demoWorkflows } from '../machines/index.ts';
 import { dispatchChannel } from '../src/db/index.ts';
-import { resumeEntity } from '../src/entities/index.ts';
+import { resumeEntity, resumeFailedEntities } from '../src/entities/index.ts';
 import { defineWorkflow } from '../src/workflows/index.ts';
 import { ledgerWorkflow } from './fixtures/ledger-app.ts';
 import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
@@ -54,6 +54,42 @@ describe('actors', () => {
     expect(resumed.status).toBe('active');
     expect(resumed.error).toBeNull();
     expect(resumed.snapshot?.context.entries).toEqual([0, 1]);
+  });
+
+  it('resumes every failed entity of a machine with one call once it is fixed, and each once while it is not', async () => {
+    const buggy = await t.startEngine({
+      workflows: [...demoWorkflows, ledgerWorkflow({ guardThrows: true })],
+    });
+    for (const id of ['m-1', 'm-2', 'm-3']) {
+      await entry(id, 0);
+      await t.publish(t.subject(`ledger.${id}.boom`), { type: 'ledger.boom', data: null });
+      await entry(id, 1);
+    }
+    const failedCount = async () =>
+      (
+        await t.pool.query<{ n: number }>(
+          `select count(*)::int as n from entities where machine = 'ledger' and status = 'failed'`,
+        )
+      ).rows[0]!.n;
+    await waitFor('three to fail', async () => (await failedCount()) === 3);
+    const notifyChannel = dispatchChannel(t.config.database.schema);
+
+    // Still broken: each is resumed once, fails again, and is not taken a second time.
+    expect(await resumeFailedEntities(t.pool, { machine: 'ledger', notifyChannel, batchSize: 1 })).toBe(3);
+    await waitFor('three to fail again', async () => (await failedCount()) === 3);
+
+    await buggy.stop();
+    await t.startEngine({ workflows: [...demoWorkflows, ledgerWorkflow({ guardThrows: false })] });
+    expect(await resumeFailedEntities(t.pool, { machine: 'ledger', notifyChannel })).toBe(3);
+    for (const id of ['m-1', 'm-2', 'm-3']) {
+      const row = await waitFor(`${id} to apply all`, async () => {
+        const r = await entityRow(t.pool, id, 'ledger');
+        return r?.applied_version === 3 ? r : undefined;
+      });
+      expect(row.status).toBe('active');
+      expect(row.snapshot?.context.entries).toEqual([0, 1]);
+    }
+    expect(await resumeFailedEntities(t.pool, { machine: 'ledger', notifyChannel })).toBe(0);
   });
 
   it('a snapshot Postgres cannot store fails only its entity, which keeps its last stored state', async () => {

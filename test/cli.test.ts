@@ -129,6 +129,15 @@ describe('statehouse CLI', () => {
   it('says what to fix when an entity does not exist or a payload is not JSON', async () => {
     const wrong = await cli('entity', 'nobody', 'explode');
     expect(wrong.stderr).toContain('unknown entity action "explode"; use show or resume');
+    expect((await cli('entities', 'explode')).stderr).toContain(
+      'unknown entities action "explode"; use list or resume',
+    );
+    const unnamed = await cli('entities', 'resume');
+    expect(unnamed.status).toBe(1);
+    expect(unnamed.stderr).toContain('entities resume needs --machine: the machine whose fix is deployed');
+    expect((await cli('entities', 'resume', '--machine', 'order')).stdout).toContain(
+      'no failed entities of order',
+    );
     const missing = await cli('entity', 'nobody');
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain('no entity "nobody" [ENTITY_NOT_FOUND]');

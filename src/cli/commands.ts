@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { ENTITY_STATUSES } from '../actors/index.ts';
 import { dispatchChannel, migrate } from '../db/index.ts';
 import { Engine } from '../engine/index.ts';
-import { getEntity, listEntities, resumeEntity } from '../entities/index.ts';
+import { getEntity, listEntities, resumeEntity, resumeFailedEntities } from '../entities/index.ts';
 import { UsageError } from '../errors/index.ts';
 import { resolveServices } from '../services/index.ts';
 import { createLogger } from '../shared/logger.ts';
@@ -57,14 +57,41 @@ const entitiesOptions = z.object({
   json: z.boolean().optional(),
 });
 
-export async function entitiesCommand(raw: Record<string, unknown>): Promise<void> {
+export async function entitiesCommand(
+  action: string | undefined,
+  raw: Record<string, unknown>,
+): Promise<void> {
   const parsed = entitiesOptions.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     throw new UsageError(`--${issue.path.join('.')}: ${issue.message}`);
   }
   const options = parsed.data;
+  if (action !== undefined && action !== 'list' && action !== 'resume') {
+    throw new UsageError(`unknown entities action "${action}"; use list or resume`);
+  }
   const { config, log } = commandContext();
+  if (action === 'resume') {
+    const { machine } = options;
+    if (machine === undefined) {
+      throw new UsageError('entities resume needs --machine: the machine whose fix is deployed');
+    }
+    if (options.status !== undefined && options.status !== 'failed') {
+      throw new UsageError('entities resume resumes failed entities; leave out --status');
+    }
+    await withDatabase(config, log, async (pool) => {
+      const resumed = await resumeFailedEntities(pool, {
+        machine,
+        notifyChannel: dispatchChannel(config.database.schema),
+      });
+      console.log(
+        resumed === 0
+          ? `no failed entities of ${machine}`
+          : `resumed ${resumed} failed entities of ${machine}: the dispatcher re-applies the events that failed`,
+      );
+    });
+    return;
+  }
   await withDatabase(config, log, async (pool) => {
     const rows = await listEntities(pool, options);
     if (options.json) return console.log(JSON.stringify(rows, null, 2));

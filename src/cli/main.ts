@@ -30,8 +30,10 @@ program
   .action(entityCommand);
 
 program
-  .command('entities')
-  .description('entities by machine and status, most recently changed first')
+  .command('entities [action]')
+  .description(
+    'entities by machine and status, most recently changed first (action: list), or resume every failed one of a machine once it is fixed (action: resume, with --machine)',
+  )
   .option('--machine <name>', 'only this machine')
   .option('--status <status>', 'only this status: active, done, failed, compensating, needs-attention')
   .option('--limit <n>', 'at most this many', '50')

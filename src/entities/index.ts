@@ -4,5 +4,6 @@ export {
   getEntity,
   listEntities,
   resumeEntity,
+  resumeFailedEntities,
   type SagaView,
 } from './query.ts';

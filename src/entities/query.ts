@@ -108,6 +108,45 @@ export async function resumeEntity(
   return entity.machine;
 }
 
+/**
+ * Puts every entity of `machine` that was `failed` when the call began back to work (after
+ * a fix to the machine is deployed), `batchSize` at a time, each batch one transaction
+ * that wakes the dispatchers. One that fails again meanwhile is not taken a second time.
+ * Resolves with how many were resumed.
+ */
+export async function resumeFailedEntities(
+  pool: pg.Pool,
+  options: { machine: string; notifyChannel: string; batchSize?: number },
+): Promise<number> {
+  const { machine, notifyChannel, batchSize = 1000 } = options;
+  const { rows: began } = await pool.query<{ at: string }>('select now()::text as at');
+  let resumed = 0;
+  for (;;) {
+    // Failed ones of the machine through entities_by_status; one an operator or another
+    // resume holds is left to them.
+    const { rows } = await pool.query<{ n: number }>(
+      `with picked as (
+         select entity_id from entities
+         where machine = $1 and status = 'failed' and updated_at < $2::timestamptz
+         limit $3
+         for update skip locked
+       ), resumed as (
+         update entities e set status = 'active', error = null, updated_at = now(),
+                pending_since = case when e.applied_version < e.last_version then now() end
+         from picked p
+         where e.machine = $1 and e.entity_id = p.entity_id
+         returning 1
+       )
+       select c.n, case when c.n > 0 then pg_notify($4, '')::text end as notified
+       from (select count(*)::int as n from resumed) c`,
+      [machine, began[0]!.at, batchSize, notifyChannel],
+    );
+    const n = rows[0]?.n ?? 0;
+    resumed += n;
+    if (n < batchSize) return resumed;
+  }
+}
+
 export interface EntitySummary {
   machine: string;
   entityId: string;
