@@ -1,9 +1,10 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { loadConfig } from '../src/config/index.ts';
+import { environmentVariables } from '../src/config/schema.ts';
 import { ConfigError } from '../src/errors/index.ts';
 import { defineHandler } from '../src/jobs/index.ts';
 
@@ -58,5 +59,14 @@ describe('config', () => {
     );
     expect(handler('dead')).toThrow(/handler "dead": name is reserved/);
     expect(handler('deadLetterAudit')().name).toBe('deadLetterAudit');
+  });
+
+  it('documents every environment variable in docs/configuration.md, with the property it sets', () => {
+    const doc = readFileSync(new URL('../docs/configuration.md', import.meta.url), 'utf8');
+    for (const [name, property] of Object.entries(environmentVariables)) {
+      expect(doc, name).toMatch(
+        new RegExp(`\\|\\s*\`${name}\`\\s*\\|\\s*\`${property.replace('.', '\\.')}\``),
+      );
+    }
   });
 });
