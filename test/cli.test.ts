@@ -138,6 +138,9 @@ describe('statehouse CLI', () => {
     expect((await cli('entities', 'resume', '--machine', 'order')).stdout).toContain(
       'no failed entities of order',
     );
+    expect((await cli('entities', 'resume', '--machine', 'order', '--limit', '10')).stderr).toContain(
+      'entities resume takes --machine only',
+    );
     const missing = await cli('entity', 'nobody');
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain('no entity "nobody" [ENTITY_NOT_FOUND]');

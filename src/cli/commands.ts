@@ -55,6 +55,8 @@ const entitiesOptions = z.object({
   status: z.enum(ENTITY_STATUSES).optional(),
   limit: z.coerce.number().int().min(1).max(10_000),
   json: z.boolean().optional(),
+  /** Whether --limit was given, not defaulted: resume refuses it. */
+  limitGiven: z.boolean().optional(),
 });
 
 export async function entitiesCommand(
@@ -78,6 +80,11 @@ export async function entitiesCommand(
     }
     if (options.status !== undefined && options.status !== 'failed') {
       throw new UsageError('entities resume resumes failed entities; leave out --status');
+    }
+    if (options.limitGiven || options.json) {
+      throw new UsageError(
+        'entities resume takes --machine only: it resumes every failed entity of the machine (resume a few first with `statehouse entity <id> resume`)',
+      );
     }
     await withDatabase(config, log, async (pool) => {
       const resumed = await resumeFailedEntities(pool, {

@@ -38,7 +38,9 @@ program
   .option('--status <status>', 'only this status: active, done, failed, compensating, needs-attention')
   .option('--limit <n>', 'at most this many', '50')
   .option('--json', 'print JSON')
-  .action(entitiesCommand);
+  .action((action: string | undefined, options: Record<string, unknown>, command: Command) =>
+    entitiesCommand(action, { ...options, limitGiven: command.getOptionValueSource('limit') === 'cli' }),
+  );
 
 program
   .command('publish <subject> <payload>')

@@ -165,7 +165,12 @@ export class Engine {
       const jsm = await jetstreamManager(nats);
       const engine = new Engine(options, nats, jsm, pool);
       await checkVersionsInUse(pool, engine.registry);
-      if (engine.#parts.dispatch) await warnOfUnregisteredBacklog(pool, engine.registry, log);
+      if (engine.#parts.dispatch) {
+        // Only a warning: never a reason not to start.
+        await warnOfUnregisteredBacklog(pool, engine.registry, log).catch((error: unknown) =>
+          log.warn({ err: error }, 'could not look for entities waiting for a machine not registered here'),
+        );
+      }
       await ensureStream(jsm, { stream: config.nats.stream, subjects: engine.registry.subjects });
       const emitted = engine.registry.emittedSubjects;
       if (emitted.length > 0) await ensureStream(jsm, { stream: config.nats.emitStream, subjects: emitted });
@@ -248,8 +253,9 @@ export async function checkVersionsInUse(pool: pg.Pool, registry: WorkflowRegist
 /**
  * Says at start when entities have events waiting for a machine this engine does not
  * register (a workflow removed, or served by other processes): the dispatcher never claims
- * them, and each claim steps over them in the queue. Reads the queue of pending entities,
- * which is live work, not history. Resolves with those machines' names.
+ * them, and each claim steps over them in the queue. Nothing claims them, so they stay at
+ * its front: the oldest 10,000 entries of the queue are read, however long it is.
+ * Resolves with those machines' names.
  */
 export async function warnOfUnregisteredBacklog(
   pool: pg.Pool,
@@ -259,8 +265,10 @@ export async function warnOfUnregisteredBacklog(
   const { rows } = await pool.query<{ machine: string }>(
     `select distinct machine from (
        select machine from entities
-       where pending_since is not null and status <> 'failed' and machine <> all($1::text[])
-       limit 1000) p
+       where pending_since is not null and status <> 'failed'
+       order by pending_since
+       limit 10000) oldest
+     where machine <> all($1::text[])
      order by machine`,
     [registry.names],
   );

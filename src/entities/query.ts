@@ -112,24 +112,29 @@ export async function resumeEntity(
  * Puts every entity of `machine` that was `failed` when the call began back to work (after
  * a fix to the machine is deployed), `batchSize` at a time, each batch one transaction
  * that wakes the dispatchers. One that fails again meanwhile is not taken a second time.
- * Resolves with how many were resumed.
+ * A row another session holds (an event being appended) is waited for, within the
+ * session's lock_timeout. Resolves with how many were resumed.
  */
 export async function resumeFailedEntities(
   pool: pg.Pool,
   options: { machine: string; notifyChannel: string; batchSize?: number },
 ): Promise<number> {
   const { machine, notifyChannel, batchSize = 1000 } = options;
-  const { rows: began } = await pool.query<{ at: string }>('select now()::text as at');
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new StatehouseError('USAGE', `batchSize must be a whole number from 1; it is ${batchSize}`);
+  }
+  // ISO 8601 text, read back exactly whatever the session's DateStyle and TimeZone.
+  const { rows: began } = await pool.query<{ at: string }>(`select to_json(now()) #>> '{}' as at`);
   let resumed = 0;
   for (;;) {
-    // Failed ones of the machine through entities_by_status; one an operator or another
-    // resume holds is left to them.
+    // Failed ones of the machine through entities_by_status. Not SKIP LOCKED: a row held
+    // for a moment would be left failed, and a short batch taken for the last.
     const { rows } = await pool.query<{ n: number }>(
       `with picked as (
          select entity_id from entities
          where machine = $1 and status = 'failed' and updated_at < $2::timestamptz
          limit $3
-         for update skip locked
+         for update
        ), resumed as (
          update entities e set status = 'active', error = null, updated_at = now(),
                 pending_since = case when e.applied_version < e.last_version then now() end
@@ -143,7 +148,9 @@ export async function resumeFailedEntities(
     );
     const n = rows[0]?.n ?? 0;
     resumed += n;
-    if (n < batchSize) return resumed;
+    // Until a batch finds none: one whose row changed while it waited drops out of its
+    // batch, so a short batch does not mean the last.
+    if (n === 0) return resumed;
   }
 }
 
