@@ -6,13 +6,14 @@ import type { JobOutcome, OutcomeRecorder } from './outcomes.ts';
 import { type JobData, OUTCOME_ID_PREFIX } from './queues.ts';
 
 /**
- * Most passes only look at dead letters this recent. A full pass looks at all of them: a
- * process's first, the one after a pass that failed or left some behind, and one every
- * `FULL_SWEEP_INTERVAL_MS` (for one whose outcome Postgres refused for over an hour).
+ * Most walks through the dead letters only look at those this recent. A full walk looks at
+ * all of them: a process's first, the one after a walk that failed or found one held by an
+ * operator, and one every `FULL_SWEEP_INTERVAL_MS` (for one whose outcome Postgres refused
+ * for over an hour).
  */
 const RECENT = '1 hour';
 export const FULL_SWEEP_INTERVAL_MS = 10 * 60_000;
-/** Dead letters settled per pass at most. */
+/** Dead letters one pass (a page of a walk) looks at, by default. */
 const SWEEP_LIMIT = 500;
 
 /** Where a pass through the dead letters goes on: after this one, in (created_on, id) order. */
