@@ -260,40 +260,34 @@ export class JobRunner implements EffectSink {
     const queues = [...this.#tasks.values()].map((task) => deadLetterQueueName(task.handler.name, task.kind));
     // A walk goes through the dead letters a page per pass: every one of them at start,
     // after a walk that failed or left one held by an operator, and every
-    // FULL_SWEEP_INTERVAL_MS; otherwise those of the last hour.
+    // FULL_SWEEP_INTERVAL_MS; otherwise those of the last hour. A full walk is due once
+    // `fullDueAt` has passed (0: at once).
     let walk: { full: boolean; after?: SweepPosition; heldBack: boolean } | undefined;
-    let fullNeeded = true;
-    let nextFullAt = 0;
+    let fullDueAt = 0;
     return new PollingLoop({
       name: 'dead-letter sweep',
       databaseUrl,
       pollIntervalMs: deadLetterSweepSeconds * 1000,
       log,
       round: async () => {
-        walk ??= { full: fullNeeded || Date.now() >= nextFullAt, heldBack: false };
+        walk ??= { full: Date.now() >= fullDueAt, heldBack: false };
         try {
           const result = await sweepDeadLetters(pool, bossSchema, queues, this.#outcomes, log, walk);
           if (result.settled > 0) {
             log.warn({ settled: result.settled }, 'recorded the outcome of dead letters that had none');
           }
+          walk.heldBack ||= result.heldBack;
           if (result.next) {
             walk.after = result.next;
-            walk.heldBack ||= result.heldBack;
             return { more: true };
           }
-          if (result.elsewhere) {
-            // Given up for now; one held back on an earlier page still needs a walk.
-            if (walk.heldBack) fullNeeded = true;
-          } else {
-            if (walk.full) {
-              fullNeeded = false;
-              nextFullAt = Date.now() + FULL_SWEEP_INTERVAL_MS;
-            }
-            if (walk.heldBack || result.heldBack) fullNeeded = true;
-          }
+          // A full walk that got to its end; one given up because another process was
+          // sweeping leaves the schedule as it was.
+          if (walk.full && !result.elsewhere) fullDueAt = Date.now() + FULL_SWEEP_INTERVAL_MS;
+          if (walk.heldBack) fullDueAt = 0;
         } catch (error) {
           // Dead letters may have arrived while it could not look.
-          fullNeeded = true;
+          fullDueAt = 0;
           log.error({ err: error }, 'dead-letter sweep failed; it runs again');
         }
         walk = undefined;
