@@ -23,7 +23,7 @@ export interface OutboxRelayOptions {
 /** How often the relaying process deletes sent rows past their keep time. */
 const PRUNE_INTERVAL_MS = 60_000;
 /** Sent rows one prune statement reads at most: a bounded statement, the rest next round. */
-export const PRUNE_BATCH = 5000;
+const PRUNE_BATCH = 5000;
 
 interface Row {
   id: number;
@@ -113,8 +113,7 @@ export class OutboxRelay {
        ), gone as (
          -- By id through the primary key (a join would hash the whole table).
          delete from outbox
-         where id = any(array(select id from page where sent_at < now() - $1::float8 * interval '1 hour'))
-           and sent_at < now() - $1::float8 * interval '1 hour'
+         where id = any(array(select id from page)) and sent_at < now() - $1::float8 * interval '1 hour'
          returning id
        )
        select (select count(*) from page)::int as scanned, (select max(id) from page) as last,
