@@ -85,13 +85,14 @@ export async function sweepDeadLetters(
            and ($3 or d.created_on > now() - interval '${RECENT}')
            and ($4::timestamptz is null or (d.created_on, d.id) > ($4::timestamptz, $5::uuid))
          order by d.created_on, d.id
-         limit ${limit}`,
+         limit $6`,
         [
           deadLetterQueues,
           OUTCOME_ID_PREFIX,
           pass.full,
           pass.after?.createdOn ?? null,
           pass.after?.id ?? null,
+          limit,
         ],
       );
       if (found.length === 0) return { settled: 0, complete: true, heldBack: false };
