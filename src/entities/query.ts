@@ -78,6 +78,10 @@ export async function getEntity(pool: pg.Pool, entityId: string, machine?: strin
   return { ...row, context: snapshot?.context ?? null, saga: { state: sagaState, steps }, history };
 }
 
+/** What resuming sets on a failed entity: back in the dispatcher's queue if it has events to apply. */
+const RESUMED = `status = 'active', error = null, updated_at = now(),
+  pending_since = case when applied_version < last_version then now() end`;
+
 /**
  * Puts a `failed` entity back to work: the dispatcher re-applies the event that failed,
  * with the machine as it is now registered. Resolves with the entity's machine.
@@ -98,8 +102,7 @@ export async function resumeEntity(
   // The NOTIFY rides in the same statement: delivered when it commits.
   await pool.query(
     `with resumed as (
-       update entities set status = 'active', error = null, updated_at = now(),
-              pending_since = case when applied_version < last_version then now() end
+       update entities set ${RESUMED}
        where machine = $1 and entity_id = $2 and status = 'failed'
      )
      select pg_notify($3, '')::text`,
@@ -136,8 +139,7 @@ export async function resumeFailedEntities(
          limit $3
          for update
        ), resumed as (
-         update entities e set status = 'active', error = null, updated_at = now(),
-                pending_since = case when e.applied_version < e.last_version then now() end
+         update entities e set ${RESUMED}
          from picked p
          where e.machine = $1 and e.entity_id = p.entity_id
          returning 1
