@@ -116,6 +116,7 @@ export function quarantineCommand(): Command {
           notifyChannel: dispatchChannel(config.database.schema),
           // Said as each commits: when a later one fails, the earlier ones stand.
           onOutcome: (o: RedriveOutcome) => {
+            if (o.outcome === 'still-invalid') process.exitCode = 1;
             if (o.outcome === 'stored')
               console.log(`${o.id}: stored as an event of ${o.machine} ${o.entityId}`);
             else if (o.outcome === 'still-invalid')
@@ -123,19 +124,16 @@ export function quarantineCommand(): Command {
             else console.log(`${o.id}: not held (${o.status}), left alone`);
           },
         };
-        let stillInvalid: number;
         if (options.all) {
           // Every held message, a page of ids at a time: however many there are, no payload
           // is read before its turn.
-          stillInvalid = (await redriveAllHeld(pool, registry, redrive))['still-invalid'];
+          await redriveAllHeld(pool, registry, redrive);
         } else {
-          const outcomes = await redriveQuarantined(pool, registry, parseIds(values), {
+          await redriveQuarantined(pool, registry, parseIds(values), {
             ...redrive,
             ...(payloads ? { payloads } : {}),
           });
-          stillInvalid = outcomes.filter((o) => o.outcome === 'still-invalid').length;
         }
-        if (stillInvalid > 0) process.exitCode = 1;
       });
     });
 

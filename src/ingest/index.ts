@@ -10,7 +10,6 @@ export { Ingestor, type IngestorOptions } from './ingestor.ts';
 export {
   dropQuarantined,
   getQuarantined,
-  heldQuarantineIds,
   listQuarantine,
   type QuarantinedMessage,
   type QuarantineRow,

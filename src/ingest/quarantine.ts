@@ -88,11 +88,6 @@ export type RedriveOutcome =
   | { id: number; outcome: 'still-invalid'; reasonCode: QuarantineReason; reason: string }
   | { id: number; outcome: 'not-held'; status: string };
 
-/**
- * Runs held messages through validation again, with the workflows as they are now
- * (after a fix to a schema or a route). Those that pass are appended to their entity's
- * stream, after the events it already has; the others stay held with the new reason.
- */
 export interface RedriveOptions {
   maxPayloadBytes: number;
   notifyChannel: string;
@@ -109,6 +104,11 @@ export interface RedriveOptions {
   onOutcome?: (outcome: RedriveOutcome) => void;
 }
 
+/**
+ * Runs held messages through validation again, with the workflows as they are now
+ * (after a fix to a schema or a route). Those that pass are appended to their entity's
+ * stream, after the events it already has; the others stay held with the new reason.
+ */
 export async function redriveQuarantined(
   pool: pg.Pool,
   registry: WorkflowRegistry,
@@ -172,14 +172,11 @@ export async function redriveQuarantined(
 }
 
 /** Ids of held messages after `after`, oldest first, without reading their payloads. */
-export async function heldQuarantineIds(
-  pool: pg.Pool,
-  options: { after?: number; limit?: number } = {},
-): Promise<number[]> {
+async function heldQuarantineIds(pool: pg.Pool, after: number, limit: number): Promise<number[]> {
   // Numbers from the engine's pools; a caller's own pool may give bigint as text.
   const { rows } = await pool.query<{ id: number | string }>(
     `select id from quarantine where status = 'held' and id > $1 order by id limit $2`,
-    [options.after ?? 0, options.limit ?? 500],
+    [after, limit],
   );
   return rows.map((row) => Number(row.id));
 }
@@ -197,7 +194,7 @@ export async function redriveAllHeld(
   const counts = { stored: 0, 'still-invalid': 0, 'not-held': 0 };
   let after = 0;
   for (;;) {
-    const ids = await heldQuarantineIds(pool, { after, limit: options.pageSize ?? 500 });
+    const ids = await heldQuarantineIds(pool, after, options.pageSize ?? 500);
     if (ids.length === 0) return counts;
     for (const outcome of await redriveQuarantined(pool, registry, ids, options)) counts[outcome.outcome]++;
     // Those still invalid stay held, after this page: not looked at twice.
