@@ -370,8 +370,8 @@ export class JobRunner implements EffectSink {
     const recorded = await this.#recordedOutcomes(jobs);
     const settled = await Promise.all(
       jobs.map((job) => {
-        const outcome = recorded.get(job.id);
-        return outcome ? settledFrom(job, outcome) : this.#run(task, job);
+        const type = recorded.get(job.id);
+        return type === undefined ? this.#run(task, job) : settledFrom(job, type);
       }),
     );
     const toRecord = settled.filter((s) => isOutcome(s) && !s.recorded);
@@ -416,7 +416,7 @@ export class JobRunner implements EffectSink {
    * job. Those are settled as recorded, without running the handler again. First attempts,
    * nearly every job, cost no query.
    */
-  async #recordedOutcomes(jobs: readonly Job<JobData>[]): Promise<Map<string, { type: string }>> {
+  async #recordedOutcomes(jobs: readonly Job<JobData>[]): Promise<ReadonlyMap<string, string>> {
     const again = jobs.filter((job) => job.retryCount > 0);
     if (again.length === 0) return new Map();
     let types: Map<string, string>;
@@ -434,7 +434,6 @@ export class JobRunner implements EffectSink {
       );
       return new Map();
     }
-    const found = new Map<string, { type: string }>();
     for (const job of again) {
       const type = types.get(job.id);
       if (type === undefined) continue;
@@ -442,9 +441,8 @@ export class JobRunner implements EffectSink {
         { jobId: job.id, handler: job.data.handler, entityId: job.data.entityId, outcome: type },
         'job handed out again after its outcome was recorded; settled as recorded, not run',
       );
-      found.set(job.id, { type });
     }
-    return found;
+    return types;
   }
 
   async #record(task: Task, settled: readonly Settled[]): Promise<void> {
@@ -553,14 +551,14 @@ export class JobRunner implements EffectSink {
 }
 
 /** A job whose outcome an earlier attempt recorded: done, or failed for good, as recorded. */
-function settledFrom(job: Job<JobData>, recorded: { type: string }): Settled {
-  if (recorded.type === outcomeType(job.data, 'done')) {
+function settledFrom(job: Job<JobData>, recordedType: string): Settled {
+  if (recordedType === outcomeType(job.data, 'done')) {
     return { job, ok: true, output: null, recorded: true };
   }
   return {
     job,
     ok: false,
-    error: { message: `the outcome ${recorded.type} was recorded by an earlier attempt` },
+    error: { message: `the outcome ${recordedType} was recorded by an earlier attempt` },
     final: true,
     retryable: false,
     recorded: true,
