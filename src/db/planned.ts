@@ -59,13 +59,13 @@ export async function preparedName(
   }
   // The common case, on every hot statement: nothing to look at or allocate.
   if (state.settled.has(name)) return name;
-  const unknown = tables.filter((table) => !state.grown.has(table));
-  if (unknown.length > 0 && ++state.sinceLook >= LOOK_EVERY) {
+  let small = tables.filter((table) => !state.grown.has(table));
+  if (small.length > 0 && ++state.sinceLook >= LOOK_EVERY) {
     state.sinceLook = 0;
-    const { rows } = await client.query<{ table: string; grown: boolean }>(SIZES_SQL, [unknown, GROWN_BYTES]);
+    const { rows } = await client.query<{ table: string; grown: boolean }>(SIZES_SQL, [small, GROWN_BYTES]);
     for (const row of rows) if (row.grown) state.grown.add(row.table);
+    small = small.filter((table) => !state.grown.has(table));
   }
-  const small = tables.filter((table) => !state.grown.has(table));
   if (small.length > 0) return `${name}~${small.join('+')}`;
   state.settled.add(name);
   return name;
