@@ -44,8 +44,9 @@ export interface TransactionOptions {
   /** Failures specific to this work that are also worth running again (e.g. a lost race). */
   alsoRetry?: (error: unknown) => boolean;
   /**
-   * `work` sends exactly one statement, which Postgres runs as its own transaction: no
-   * begin and commit round trips. Only for work that writes nothing after a failure.
+   * `work` sends exactly one statement that writes (reads may go before it, as a
+   * prepared-name lookup's does), which Postgres runs as its own transaction: no begin and
+   * commit round trips. Only for work that writes nothing after a failure.
    */
   autocommit?: boolean;
 }
