@@ -98,7 +98,12 @@ describe('actors', () => {
     await holder.query('begin');
     await holder.query(`select 1 from entities where machine = 'ledger' and entity_id = 'm-2' for update`);
     const resuming = resumeFailedEntities(t.pool, { machine: 'ledger', notifyChannel });
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor('the resume to wait for the held row', async () => {
+      const { rows } = await t.pool.query(
+        `select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+      );
+      return rows.length > 0;
+    });
     await holder.query('commit');
     holder.release();
     expect(await resuming).toBe(3);

@@ -14,6 +14,8 @@ import { ledgerWorkflow } from './fixtures/ledger-app.ts';
 import { createTestContext, type TestContext } from './helpers/context.ts';
 
 const MACHINES = ['plan-a', 'plan-b', 'plan-c'];
+/** The workflows of an engine that registers those machines. */
+const registry = new WorkflowRegistry(MACHINES.map((name) => ledgerWorkflow({ guardThrows: false, name })));
 const ENTITIES = 60_000;
 const STEPS = 60_000;
 
@@ -143,9 +145,6 @@ describe('queries over a long history', () => {
   });
 
   it('the start-up check of machine versions in use reads only the entities not done', async () => {
-    const registry = new WorkflowRegistry(
-      MACHINES.map((name) => ledgerWorkflow({ guardThrows: false, name })),
-    );
     const { db, statements } = recording(t.pool);
     await checkVersionsInUse(db, registry);
     await expectIndexed(statements, ['entities']);
@@ -305,10 +304,7 @@ describe('queries over a long history', () => {
   });
 
   it('says at start which machines no workflow here takes have entities waiting, reading only the queue', async () => {
-    const registry = new WorkflowRegistry(
-      MACHINES.map((name) => ledgerWorkflow({ guardThrows: false, name })),
-    );
-    const logged: Array<{ msg: string; machines?: string[] }> = [];
+    const logged: Array<{ msg: string }> = [];
     const log = pino({ level: 'warn' }, { write: (line: string) => void logged.push(JSON.parse(line)) });
     // Some of the registered machines' entities waiting too, ahead in the queue.
     await t.pool.query(

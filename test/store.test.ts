@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { withTransaction } from '../src/db/index.ts';
 import { appendEvents, appendToStream, readGlobalLog, readStream, START_OF_LOG } from '../src/store/index.ts';
 import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
 
@@ -51,33 +52,28 @@ describe('event store', () => {
       natsSeq: 4242,
       publishedAt: new Date('2026-12-05T06:21:02.345Z'),
     };
-    const client = await t.pool.connect();
-    try {
-      await appendEvents(client, [given]);
-    } finally {
-      client.release();
-    }
+    await withTransaction(t.pool, (client) => appendEvents(client, [given]), { autocommit: true });
     const [stored] = await readStream(t.pool, 'account', 'a-6');
     expect(stored).toMatchObject({ ...given, version: 1 });
   });
 
   it('keeps the publish time to the millisecond, and none for an invalid date', async () => {
     const at = new Date('2026-12-05T06:20:01.234Z');
-    const client = await t.pool.connect();
-    try {
-      await appendEvents(client, [
-        { ...event('published', 'p-1'), machine: 'account', entityId: 'a-5', publishedAt: at },
-        {
-          ...event('published', 'p-2'),
-          machine: 'account',
-          entityId: 'a-5',
-          publishedAt: new Date(Number.NaN),
-        },
-        { ...event('published', 'p-3'), machine: 'account', entityId: 'a-5' },
-      ]);
-    } finally {
-      client.release();
-    }
+    await withTransaction(
+      t.pool,
+      (client) =>
+        appendEvents(client, [
+          { ...event('published', 'p-1'), machine: 'account', entityId: 'a-5', publishedAt: at },
+          {
+            ...event('published', 'p-2'),
+            machine: 'account',
+            entityId: 'a-5',
+            publishedAt: new Date(Number.NaN),
+          },
+          { ...event('published', 'p-3'), machine: 'account', entityId: 'a-5' },
+        ]),
+      { autocommit: true },
+    );
     const stream = await readStream(t.pool, 'account', 'a-5');
     expect(stream.map((e) => e.publishedAt?.toISOString() ?? null)).toEqual([at.toISOString(), null, null]);
   });
