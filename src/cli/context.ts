@@ -46,13 +46,6 @@ export async function withDatabase<T>(
         { cause: error, retryable: true },
       );
     }
-    if ((error as { code?: string }).code === '55P03') {
-      throw new StatehouseError(
-        'BUSY',
-        'another command, or the dead-letter sweep, is working on the same job right now; try again in a moment',
-        { cause: error, retryable: true },
-      );
-    }
     if ((error as { code?: string }).code === '42P01') {
       throw new StatehouseError(
         'MIGRATION_FAILED',

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { PgBoss } from 'pg-boss';
-import { quoteIdent, withTransaction } from '../db/index.ts';
+import { isLockTimeout, quoteIdent, withTransaction } from '../db/index.ts';
 import { StatehouseError } from '../errors/index.ts';
 import { appendCaused, isDuplicateMessageError } from '../store/index.ts';
 import { succeededUnrecorded } from './dead-letters.ts';
@@ -235,6 +235,20 @@ export class JobOperations {
    * outcome, while the side effect would still happen) unless `force`.
    */
   async retry(id: string, options: RerunOptions = {}): Promise<OperationResult> {
+    return this.#retry(id, options).catch((error: unknown) => {
+      // The NOWAIT below, still taken after withTransaction's tries.
+      if ((error as { code?: unknown }).code === '55P03' && !isLockTimeout(error)) {
+        throw new StatehouseError(
+          'BUSY',
+          'another command, or the dead-letter sweep, is working on the same job right now; try again in a moment',
+          { cause: error, retryable: true },
+        );
+      }
+      throw error;
+    });
+  }
+
+  async #retry(id: string, options: RerunOptions): Promise<OperationResult> {
     return this.#inTransaction(async (client) => {
       const job = await this.#find(client, id, true);
       if (isDeadLetterQueue(job.queue)) {
