@@ -1,4 +1,5 @@
 import {
+  type ActorSystem,
   type AnyActorRef,
   type AnyActorScope,
   type AnyMachineSnapshot,
@@ -10,18 +11,76 @@ import {
 } from 'xstate';
 
 /**
- * XState's pure `transition` and `initialTransition`, without their largest cost.
+ * XState's pure `transition` and `initialTransition`, without their largest costs.
  *
  * Both build an inert actor scope on every call, and the inert actor's constructor
  * computes the machine's initial state: more work than most transitions. Here the inert
- * actor is made once per machine and reused. Each call still gets a fresh actor system,
- * as XState's own functions do (`createInertActorScope`), so child actors registered by
- * `systemId` in one call never meet those of another. Actions are collected, not run.
+ * actor and its scope are made once per machine and reused. Each call still gets a fresh
+ * actor system, as XState's own functions do (`createInertActorScope`), so child actors
+ * registered by `systemId` in one call never meet those of another; but only once the
+ * call uses it (see `CallSystem`). Actions are collected, not run.
  */
-const inertActors = new WeakMap<AnyStateMachine, AnyActorRef>();
 
 // An actor of trivial logic: the cheapest way to a fresh system through the public API.
 const noop = fromTransition((state: null) => state, null);
+
+/** The members XState's own code calls on a system besides the public ones. */
+// biome-ignore lint/suspicious/noExplicitAny: XState's own name for any system (AnyActorSystem)
+type InternalSystem = ActorSystem<any> & {
+  _bookId(): string;
+  _register(sessionId: string, actor: AnyActorRef): string;
+  _unregister(actor: AnyActorRef): void;
+  _set(systemId: string, actor: AnyActorRef): void;
+  _sendInspectionEvent(event: unknown): void;
+  _relay(source: AnyActorRef | undefined, target: AnyActorRef, event: EventObject): void;
+  _snapshot: unknown;
+};
+
+const freshSystem = () => createActor(noop).system as InternalSystem;
+/** The default clock and logger every fresh system gets: stateless, so shared. */
+const { _clock: defaultClock, _logger: defaultLogger } = freshSystem();
+
+/**
+ * The actor system of the call in progress, made on first use. A transition that spawns,
+ * invokes or looks up no actor never touches one beyond its inspection events, which a
+ * fresh system sends to nobody; making one (an actor) was a twentieth of a transition's
+ * CPU. `reset` at the start of each call gives it a new one, as XState's functions do.
+ */
+class CallSystem implements InternalSystem {
+  #system: InternalSystem | undefined;
+  readonly _clock = defaultClock;
+  readonly _logger = defaultLogger;
+
+  reset(): void {
+    this.#system = undefined;
+  }
+
+  get #made(): InternalSystem {
+    this.#system ??= freshSystem();
+    return this.#system;
+  }
+
+  get scheduler() {
+    return this.#made.scheduler;
+  }
+  get _snapshot() {
+    return this.#made._snapshot;
+  }
+  get: InternalSystem['get'] = (key) => this.#system?.get(key);
+  getAll: InternalSystem['getAll'] = () => this.#system?.getAll() ?? {};
+  inspect: InternalSystem['inspect'] = (observer) => this.#made.inspect(observer);
+  getSnapshot: InternalSystem['getSnapshot'] = () => this.#system?.getSnapshot() ?? { _scheduledEvents: {} };
+  start = () => this.#made.start();
+  _bookId = () => this.#made._bookId();
+  _register = (sessionId: string, actor: AnyActorRef) => this.#made._register(sessionId, actor);
+  _unregister = (actor: AnyActorRef) => this.#system?._unregister(actor);
+  _set = (systemId: string, actor: AnyActorRef) => this.#made._set(systemId, actor);
+  _sendInspectionEvent = (event: unknown) => this.#system?._sendInspectionEvent(event);
+  _relay = (source: AnyActorRef | undefined, target: AnyActorRef, event: EventObject) =>
+    this.#made._relay(source, target, event);
+}
+
+const system = new CallSystem();
 
 // The scope's functions are made once: a call only swaps in its own action list (calls
 // are synchronous, so one list at a time).
@@ -31,26 +90,29 @@ const collect = (action: unknown) => {
   collected.push(action);
 };
 
+const scopes = new WeakMap<AnyStateMachine, AnyActorScope>();
+
 function scopeFor(machine: AnyStateMachine, actions: unknown[]): AnyActorScope {
-  let self = inertActors.get(machine);
-  if (!self) {
-    self = createActor(machine);
-    inertActors.set(machine, self);
+  let scope = scopes.get(machine);
+  if (!scope) {
+    const self = createActor(machine);
+    (self as { system: unknown }).system = system;
+    scope = {
+      self,
+      defer: ignore,
+      id: '',
+      logger: ignore,
+      sessionId: '',
+      stopChild: ignore,
+      system,
+      emit: ignore,
+      actionExecutor: collect,
+    } as unknown as AnyActorScope;
+    scopes.set(machine, scope);
   }
-  const { system } = createActor(noop);
-  (self as { system: unknown }).system = system;
+  system.reset();
   collected = actions;
-  return {
-    self,
-    defer: ignore,
-    id: '',
-    logger: ignore,
-    sessionId: '',
-    stopChild: ignore,
-    system,
-    emit: ignore,
-    actionExecutor: collect,
-  } as unknown as AnyActorScope;
+  return scope;
 }
 
 export type PureResult = [AnyMachineSnapshot, ExecutableActionsFrom<AnyStateMachine>[]];
