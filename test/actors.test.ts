@@ -1,10 +1,14 @@
+import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { workflows as demoWorkflows } from '../machines/index.ts';
-import { dispatchChannel } from '../src/db/index.ts';
+import { Dispatcher } from '../src/actors/index.ts';
+import { dispatchChannel, withTransaction } from '../src/db/index.ts';
 import { resumeEntity, resumeFailedEntities } from '../src/entities/index.ts';
-import { defineWorkflow } from '../src/workflows/index.ts';
+import { createLogger } from '../src/shared/logger.ts';
+import { appendEvents } from '../src/store/index.ts';
+import { defineWorkflow, WorkflowRegistry } from '../src/workflows/index.ts';
 import { ledgerWorkflow } from './fixtures/ledger-app.ts';
 import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
 import { entityRow, orderPlaced } from './helpers/orders.ts';
@@ -200,6 +204,54 @@ describe('steps', () => {
     t = await createTestContext();
   });
   afterEach(() => t.cleanup());
+
+  it('ends the transaction of every round, whether it claimed entities or found none', async () => {
+    // The dispatcher folds its begin into the claim and its commit into the save: a round
+    // that left either out would hand its connection back to the pool mid-transaction.
+    const dispatcher = new Dispatcher({
+      pool: t.pool,
+      databaseUrl: t.databaseUrl,
+      registry: new WorkflowRegistry([ledgerWorkflow({ guardThrows: false })]),
+      effects: { accepts: () => true, enqueue: async () => {} },
+      notifyChannel: dispatchChannel(t.config.database.schema),
+      outboxChannel: 'unused.outbox',
+      timerChannel: 'unused.timers',
+      concurrency: 1,
+      batchSize: 10,
+      pollIntervalMs: 1000,
+      log: createLogger('silent'),
+    });
+    // Asked on a connection of its own: one from the pool could be the very one left open.
+    const openTransactions = async () => {
+      const observer = new pg.Client({ connectionString: t.databaseUrl });
+      await observer.connect();
+      try {
+        const { rows } = await observer.query<{ n: number }>(
+          "select count(*)::int as n from pg_stat_activity where datname = current_database() and state like 'idle in transaction%'",
+        );
+        return rows[0]!.n;
+      } finally {
+        await observer.end();
+      }
+    };
+    await withTransaction(t.pool, (client) =>
+      appendEvents(client, [
+        {
+          machine: 'ledger',
+          entityId: 'r-1',
+          type: 'ledger.entry',
+          data: { n: 1 },
+          messageId: 'r-1',
+          source: 'nats',
+        },
+      ]),
+    );
+    expect(await dispatcher.dispatchOnce()).toBe(1);
+    expect(await openTransactions()).toBe(0);
+    expect((await entityRow(t.pool, 'r-1', 'ledger'))?.applied_version).toBe(1);
+    expect(await dispatcher.dispatchOnce()).toBe(0);
+    expect(await openTransactions()).toBe(0);
+  });
 
   it('invariant atomic step: a step that fails to commit leaves no state change, no job and no emitted event', async () => {
     let failures = 3;

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { preparedName } from '../db/index.ts';
+import { preparedName, runFolded } from '../db/index.ts';
 import type { EntityRow, StepEvent } from './step.ts';
 
 /**
@@ -37,16 +37,21 @@ export interface ClaimedEntity {
   events: StepEvent[];
 }
 
-/** Must run inside the transaction that will save the entities: the claim lasts until it ends. */
+/**
+ * Begins the transaction that will save the entities, and claims them in it (one round
+ * trip): the claim lasts until it ends.
+ */
 export async function claimEntities(
   client: pg.ClientBase,
   options: { limit: number; machines: readonly string[]; eventsPerEntity: number },
 ): Promise<ClaimedEntity[]> {
-  const { rows } = await client.query<EntityRow & { events: EventColumns[] }>({
-    name: await preparedName(client, 'statehouse.claim-entities', ['entities', 'events']),
-    text: CLAIM_SQL,
-    values: [options.limit, options.machines, options.eventsPerEntity],
-  });
+  const name = await preparedName(client, 'statehouse.claim-entities', ['entities', 'events']);
+  const { rows } = await runFolded<EntityRow & { events: EventColumns[] }>(
+    client,
+    { name, text: CLAIM_SQL, types: ['int', 'text[]', 'int'] },
+    [options.limit, options.machines, options.eventsPerEntity],
+    'begin',
+  );
   return rows.map(({ events, ...entity }) => ({
     entity,
     events: events.map(([position, version, type, schemaVersion, data]) => ({

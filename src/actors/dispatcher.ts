@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { preparedName, withTransaction } from '../db/index.ts';
+import { preparedName, runFolded, withTransaction } from '../db/index.ts';
 import { type OutboxEntry, writeOutbox } from '../outbox/index.ts';
 import type { Logger } from '../shared/logger.ts';
 import { PollingLoop } from '../shared/polling-loop.ts';
@@ -36,7 +36,7 @@ export interface DispatcherOptions {
   outboxChannel: string;
   /** Wakes the timer schedulers when a step set a timer. */
   timerChannel: string;
-  /** Fault hook for tests: runs just before a step's transaction commits; may throw. */
+  /** Fault hook for tests: runs before a step's last statement, the save that commits; may throw. */
   hooks?: { beforeStepCommit?: () => void | Promise<void> };
   concurrency: number;
   batchSize: number;
@@ -101,52 +101,60 @@ export class Dispatcher {
 
   /** One claim-apply-commit round; resolves with how many entities it moved. */
   async dispatchOnce(): Promise<number> {
-    const { pool, registry, effects, batchSize, log } = this.#options;
-    return withTransaction(pool, async (client) => {
-      const claimed = await claimEntities(client, {
-        limit: batchSize,
-        machines: registry.names,
-        eventsPerEntity: MAX_EVENTS_PER_STEP,
-      });
-      if (claimed.length === 0) return 0;
-      const results: Array<{ entity: EntityRow; result: StepResult }> = [];
-      for (const { entity, events } of claimed) {
-        const result = applyEvents(registry, entity, events, (effect) => effects.accepts(effect));
-        if (result.error) {
-          log.warn(
-            { machine: entity.machine, entityId: entity.entityId, error: result.error },
-            'entity failed',
-          );
-        }
-        results.push({ entity, result });
-      }
-      await save(client, results);
-      const jobs: PlannedJob[] = [];
-      const emitted: OutboxEntry[] = [];
-      const timers: TimerChange[] = [];
-      for (const { entity, result } of results) {
-        for (const planned of result.effects) {
-          const { effect } = planned;
-          const owner = { machine: entity.machine, entityId: entity.entityId };
-          if (effect.kind === 'timer' || effect.kind === 'cancel-timer') {
-            timers.push({ ...owner, effect });
-          } else if (effect.kind === 'emit') {
-            const { subject, type, data } = effect;
-            emitted.push({ ...owner, subject, type, data, headers: { 'Causation-Id': planned.key } });
-          } else {
-            jobs.push({ ...planned, effect, ...owner });
-          }
-        }
-      }
-      if (jobs.length > 0) await effects.enqueue(client, jobs);
-      await writeOutbox(client, emitted, this.#options.outboxChannel);
-      await writeTimers(client, timers, this.#options.timerChannel);
-      await this.#options.hooks?.beforeStepCommit?.();
-      return claimed.length;
+    // The claim begins the transaction and the save commits it (see runFolded).
+    return withTransaction(this.#options.pool, (client) => this.#step(client), { folded: true });
+  }
+
+  async #step(client: pg.ClientBase): Promise<number> {
+    const { registry, effects, batchSize, log } = this.#options;
+    const claimed = await claimEntities(client, {
+      limit: batchSize,
+      machines: registry.names,
+      eventsPerEntity: MAX_EVENTS_PER_STEP,
     });
+    if (claimed.length === 0) {
+      await client.query('commit');
+      return 0;
+    }
+    const results: Array<{ entity: EntityRow; result: StepResult }> = [];
+    for (const { entity, events } of claimed) {
+      const result = applyEvents(registry, entity, events, (effect) => effects.accepts(effect));
+      if (result.error) {
+        log.warn(
+          { machine: entity.machine, entityId: entity.entityId, error: result.error },
+          'entity failed',
+        );
+      }
+      results.push({ entity, result });
+    }
+    const jobs: PlannedJob[] = [];
+    const emitted: OutboxEntry[] = [];
+    const timers: TimerChange[] = [];
+    for (const { entity, result } of results) {
+      for (const planned of result.effects) {
+        const { effect } = planned;
+        const owner = { machine: entity.machine, entityId: entity.entityId };
+        if (effect.kind === 'timer' || effect.kind === 'cancel-timer') {
+          timers.push({ ...owner, effect });
+        } else if (effect.kind === 'emit') {
+          const { subject, type, data } = effect;
+          emitted.push({ ...owner, subject, type, data, headers: { 'Causation-Id': planned.key } });
+        } else {
+          jobs.push({ ...planned, effect, ...owner });
+        }
+      }
+    }
+    if (jobs.length > 0) await effects.enqueue(client, jobs);
+    await writeOutbox(client, emitted, this.#options.outboxChannel);
+    await writeTimers(client, timers, this.#options.timerChannel);
+    await this.#options.hooks?.beforeStepCommit?.();
+    // Last, with the commit in the same round trip.
+    await save(client, results);
+    return claimed.length;
   }
 }
 
+/** Stores the steps' results and commits, in one round trip. */
 async function save(
   client: pg.ClientBase,
   results: ReadonlyArray<{ entity: EntityRow; result: StepResult }>,
@@ -157,13 +165,18 @@ async function save(
     ({ result }) =>
       `{"snapshot":${result.snapshotJson},"state":${JSON.stringify(result.state ?? null)},"status":${JSON.stringify(result.status)},"machineVersion":${JSON.stringify(result.machineVersion)},"appliedVersion":${result.appliedVersion},"error":${JSON.stringify(result.error ?? null)}}`,
   );
-  await client.query({
-    name: await preparedName(client, 'statehouse.save-steps', ['entities']),
-    text: SAVE_SQL,
-    values: [
+  await runFolded(
+    client,
+    {
+      name: await preparedName(client, 'statehouse.save-steps', ['entities']),
+      text: SAVE_SQL,
+      types: ['text[]', 'text[]', 'jsonb'],
+    },
+    [
       results.map(({ entity }) => entity.machine),
       results.map(({ entity }) => entity.entityId),
       `[${steps.join(',')}]`,
     ],
-  });
+    'commit',
+  );
 }
