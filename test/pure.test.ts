@@ -100,3 +100,39 @@ describe('pure transitions with a reused inert actor', () => {
     }).not.toThrow();
   });
 });
+
+describe('pure transitions and child actors', () => {
+  it('give the same result as XState’s for spawned children with a systemId, sendTo, cancel and emit, entity after entity', async () => {
+    const { fromCallback, sendTo, spawnChild, cancel, emit } = await import('xstate');
+    const machine = setup({
+      actors: { child: fromCallback(() => () => {}) },
+    }).createMachine({
+      context: { seen: 0 },
+      initial: 'idle',
+      states: {
+        idle: {
+          entry: spawnChild('child', { id: 'c', systemId: 'helper' }),
+          on: {
+            ping: {
+              actions: [
+                // Registered in this call, then looked up in it.
+                spawnChild('child', { id: 'p', systemId: 'pinger' }),
+                assign({ seen: ({ context, system }) => context.seen + (system.get('pinger') ? 1 : 10) }),
+                sendTo(({ system }) => system.get('pinger') ?? 'c', { type: 'hello' }),
+                raise({ type: 'later' }, { id: 'tick', delay: 500 }),
+              ],
+            },
+            stop: { actions: [cancel('tick'), emit({ type: 'stopped' })], target: 'done' },
+          },
+        },
+        done: { type: 'final' },
+      },
+    });
+    const events: Event[] = [{ type: 'ping' }, { type: 'ping' }, { type: 'stop' }];
+    // Two entities one after the other, each registering the same systemId.
+    for (const input of [{ entityId: 'a' }, { entityId: 'b' }]) {
+      const ours = run(machine, input, events, pureInitialTransition as never, pureTransition as never);
+      expect(ours).toEqual(run(machine, input, events, initialTransition, transition));
+    }
+  });
+});

@@ -19,6 +19,11 @@ import {
  * actor system, as XState's own functions do (`createInertActorScope`), so child actors
  * registered by `systemId` in one call never meet those of another; but only once the
  * call uses it (see `CallSystem`). Actions are collected, not run.
+ *
+ * Calls must not nest (none does: they are synchronous, and nothing here calls back into
+ * them). A child actor made in a call reaches the system through the shared stand-in, so
+ * reading `child.system` after a later call shows that call's system; what a call returns
+ * is read before the next one starts.
  */
 
 // An actor of trivial logic: the cheapest way to a fresh system through the public API.
