@@ -253,6 +253,42 @@ describe('steps', () => {
     expect(await openTransactions()).toBe(0);
   });
 
+  it('invariant atomic step: a save Postgres refuses changes nothing and leaves no transaction open', async () => {
+    // Refuses the state the order's first step moves to, and counts the refusals (a
+    // sequence is not rolled back with the step).
+    await t.pool.query(`
+      create sequence test_refusals;
+      create function test_refuse_reserving(state jsonb) returns boolean language sql as
+        $$ select case when state = '"reservingStock"' then nextval('test_refusals') < 0 else true end $$;
+      alter table entities add constraint test_refuse_reserving check (test_refuse_reserving(state)) not valid;`);
+    await t.startEngine();
+    await t.publish(t.subject('orders.sv-1.placed'), orderPlaced());
+    await waitFor('the save to be refused twice', async () => {
+      const { rows } = await t.pool.query<{ n: string }>('select last_value as n from test_refusals');
+      return Number(rows[0]!.n) >= 2;
+    });
+    const observer = new pg.Client({ connectionString: t.databaseUrl });
+    await observer.connect();
+    try {
+      const { rows } = await observer.query<{ jobs: number; applied: number; open: number }>(
+        `select (select count(*) from pgboss.job where name like 'statehouse.%')::int as jobs,
+                (select applied_version from ${t.config.database.schema}.entities where entity_id = 'sv-1') as applied,
+                (select count(*) from pg_stat_activity
+                  where datname = current_database() and state like 'idle in transaction%')::int as open`,
+      );
+      expect(rows[0]).toEqual({ jobs: 0, applied: 0, open: 0 });
+    } finally {
+      await observer.end();
+    }
+    await t.pool.query('alter table entities drop constraint test_refuse_reserving');
+    await waitFor('sv-1 to reserve its stock once', async () => {
+      const { rows } = await t.pool.query<{ n: number }>(
+        "select count(*)::int as n from pgboss.job where name = 'statehouse.reserveStock'",
+      );
+      return rows[0]!.n === 1;
+    });
+  });
+
   it('invariant atomic step: a step that fails to commit leaves no state change, no job and no emitted event', async () => {
     let failures = 3;
     // Once the failures are used up, steps wait here until the test has looked: otherwise

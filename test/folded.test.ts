@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runFolded, withTransaction } from '../src/db/index.ts';
+import { beginWith, withTransaction } from '../src/db/index.ts';
 import { createTestContext, type TestContext } from './helpers/context.ts';
 
 /** Texts a literal must carry unchanged. */
@@ -20,7 +20,7 @@ const ECHO = {
   types: ['text', 'text[]', 'jsonb', 'int'],
 };
 
-describe('statements with begin or commit folded in', () => {
+describe('a statement that begins its transaction', () => {
   let t: TestContext;
   beforeAll(async () => {
     t = await createTestContext();
@@ -35,25 +35,26 @@ describe('statements with begin or commit folded in', () => {
         await client.query(`set standard_conforming_strings = ${conforming}`);
         for (const text of AWKWARD) {
           const json = JSON.stringify({ text, nested: [text, { q: '\'\\"' }] });
-          const { rows } = await runFolded<{ t: string; a: string[]; j: unknown; n: number }>(
-            client,
-            ECHO,
-            [text, [text, 'plain', text], json, -7],
-            'begin',
-          );
+          const { rows } = await beginWith<{ t: string; a: string[]; j: unknown; n: number }>(client, ECHO, [
+            text,
+            [text, 'plain', text],
+            json,
+            -7,
+          ]);
           await client.query('rollback');
           expect(rows).toEqual([{ t: text, a: [text, 'plain', text], j: JSON.parse(json), n: -7 }]);
         }
-        const { rows } = await runFolded<{ t: string | null; a: string[] }>(
-          client,
-          ECHO,
-          [null, [], '{}', 0],
-          'begin',
-        );
+        const { rows } = await beginWith<{ t: string | null; a: string[] }>(client, ECHO, [
+          null,
+          [],
+          '{}',
+          0,
+        ]);
         await client.query('rollback');
         expect(rows[0]).toMatchObject({ t: null, a: [] });
       } finally {
-        client.release();
+        // Destroyed: its setting must not reach the other tests.
+        client.release(true);
       }
     });
   }
@@ -62,7 +63,7 @@ describe('statements with begin or commit folded in', () => {
     const client = await t.pool.connect();
     try {
       for (let i = 0; i < 3; i++) {
-        await runFolded(client, ECHO, ['x', [], 'null', i], 'begin');
+        await beginWith(client, ECHO, ['x', [], 'null', i]);
         await client.query('rollback');
       }
       const { rows } = await client.query(
@@ -74,7 +75,7 @@ describe('statements with begin or commit folded in', () => {
     }
   });
 
-  it('commits with the statement, and a failed statement commits nothing', async () => {
+  it('holds what follows it in the same transaction: committed together, or rolled back together', async () => {
     const insert = {
       name: 'test.insert',
       text: 'insert into folded_rows values ($1, $2)',
@@ -83,19 +84,20 @@ describe('statements with begin or commit folded in', () => {
     await withTransaction(
       t.pool,
       async (client) => {
-        await runFolded(client, insert, [1, 'begun'], 'begin');
-        await runFolded(client, insert, [2, 'committed'], 'commit');
+        await beginWith(client, insert, [1, 'begun']);
+        await client.query("insert into folded_rows values (2, 'after it')");
+        await client.query('commit');
       },
       { folded: true },
     );
-    // A duplicate key fails the statement: its commit is not run, and the transaction with
-    // row 3 in it is rolled back.
+    // A duplicate key fails the statement after it: row 3 goes with it.
     await expect(
       withTransaction(
         t.pool,
         async (client) => {
-          await runFolded(client, insert, [3, 'rolled back'], 'begin');
-          await runFolded(client, insert, [1, 'duplicate'], 'commit');
+          await beginWith(client, insert, [3, 'rolled back']);
+          await client.query("insert into folded_rows values (1, 'duplicate')");
+          await client.query('commit');
         },
         { folded: true, retries: 0 },
       ),
@@ -103,7 +105,7 @@ describe('statements with begin or commit folded in', () => {
     const { rows } = await t.pool.query('select id, note from folded_rows order by id');
     expect(rows).toEqual([
       { id: 1, note: 'begun' },
-      { id: 2, note: 'committed' },
+      { id: 2, note: 'after it' },
     ]);
   });
 
@@ -113,7 +115,7 @@ describe('statements with begin or commit folded in', () => {
       withTransaction(
         pool,
         async (client) => {
-          await runFolded(client, ECHO, ['x', [], 'null', 1], 'begin');
+          await beginWith(client, ECHO, ['x', [], 'null', 1]);
           throw new Error('the work failed');
         },
         { folded: true },
@@ -131,12 +133,56 @@ describe('statements with begin or commit folded in', () => {
     }
   });
 
+  it('fails, and rolls back, a folded work that returns without committing', async () => {
+    const insert = {
+      name: 'test.insert',
+      text: 'insert into folded_rows values ($1, $2)',
+      types: ['int', 'text'],
+    };
+    await expect(
+      withTransaction(t.pool, (client) => beginWith(client, insert, [9, 'left open']), {
+        folded: true,
+        retries: 0,
+      }),
+    ).rejects.toThrow(/returned without committing/);
+    const { rows } = await t.pool.query('select count(*)::int as n from folded_rows where id = 9');
+    expect(rows[0].n).toBe(0);
+  });
+
+  it('runs a statement without parameters', async () => {
+    await withTransaction(
+      t.pool,
+      async (client) => {
+        const { rows } = await beginWith<{ one: number }>(
+          client,
+          { name: 'test.one', text: 'select 1 as one', types: [] },
+          [],
+        );
+        expect(rows).toEqual([{ one: 1 }]);
+        await client.query('commit');
+      },
+      { folded: true },
+    );
+  });
+
+  it('refuses a statement name Postgres would cut short, and folded with autocommit', async () => {
+    const client = await t.pool.connect();
+    try {
+      await expect(
+        beginWith(client, { name: `test.${'x'.repeat(60)}`, text: 'select 1', types: [] }, []),
+      ).rejects.toThrow(/longer than 63 bytes/);
+    } finally {
+      client.release();
+    }
+    await expect(withTransaction(t.pool, async () => 1, { folded: true, autocommit: true })).rejects.toThrow(
+      /both folded and autocommit/,
+    );
+  });
+
   it('refuses an argument it cannot write exactly', async () => {
     const client = await t.pool.connect();
     try {
-      await expect(runFolded(client, ECHO, ['x', [], 'null', 1.5], 'begin')).rejects.toThrow(
-        /not an integer/,
-      );
+      await expect(beginWith(client, ECHO, ['x', [], 'null', 1.5])).rejects.toThrow(/not an integer/);
     } finally {
       client.release();
     }

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { preparedName, runFolded } from '../db/index.ts';
+import { beginWith, preparedName } from '../db/index.ts';
 import type { EntityRow, StepEvent } from './step.ts';
 
 /**
@@ -46,11 +46,10 @@ export async function claimEntities(
   options: { limit: number; machines: readonly string[]; eventsPerEntity: number },
 ): Promise<ClaimedEntity[]> {
   const name = await preparedName(client, 'statehouse.claim-entities', ['entities', 'events']);
-  const { rows } = await runFolded<EntityRow & { events: EventColumns[] }>(
+  const { rows } = await beginWith<EntityRow & { events: EventColumns[] }>(
     client,
     { name, text: CLAIM_SQL, types: ['int', 'text[]', 'int'] },
     [options.limit, options.machines, options.eventsPerEntity],
-    'begin',
   );
   return rows.map(({ events, ...entity }) => ({
     entity,

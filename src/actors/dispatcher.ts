@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { preparedName, runFolded, withTransaction } from '../db/index.ts';
+import { preparedName, withTransaction } from '../db/index.ts';
 import { type OutboxEntry, writeOutbox } from '../outbox/index.ts';
 import type { Logger } from '../shared/logger.ts';
 import { PollingLoop } from '../shared/polling-loop.ts';
@@ -36,7 +36,7 @@ export interface DispatcherOptions {
   outboxChannel: string;
   /** Wakes the timer schedulers when a step set a timer. */
   timerChannel: string;
-  /** Fault hook for tests: runs before a step's last statement, the save that commits; may throw. */
+  /** Fault hook for tests: runs just before a step's transaction commits; may throw. */
   hooks?: { beforeStepCommit?: () => void | Promise<void> };
   concurrency: number;
   batchSize: number;
@@ -101,7 +101,7 @@ export class Dispatcher {
 
   /** One claim-apply-commit round; resolves with how many entities it moved. */
   async dispatchOnce(): Promise<number> {
-    // The claim begins the transaction and the save commits it (see runFolded).
+    // The claim begins the transaction (one round trip fewer, see beginWith).
     return withTransaction(this.#options.pool, (client) => this.#step(client), { folded: true });
   }
 
@@ -127,6 +127,7 @@ export class Dispatcher {
       }
       results.push({ entity, result });
     }
+    await save(client, results);
     const jobs: PlannedJob[] = [];
     const emitted: OutboxEntry[] = [];
     const timers: TimerChange[] = [];
@@ -148,13 +149,11 @@ export class Dispatcher {
     await writeOutbox(client, emitted, this.#options.outboxChannel);
     await writeTimers(client, timers, this.#options.timerChannel);
     await this.#options.hooks?.beforeStepCommit?.();
-    // Last, with the commit in the same round trip.
-    await save(client, results);
+    await client.query('commit');
     return claimed.length;
   }
 }
 
-/** Stores the steps' results and commits, in one round trip. */
 async function save(
   client: pg.ClientBase,
   results: ReadonlyArray<{ entity: EntityRow; result: StepResult }>,
@@ -165,18 +164,13 @@ async function save(
     ({ result }) =>
       `{"snapshot":${result.snapshotJson},"state":${JSON.stringify(result.state ?? null)},"status":${JSON.stringify(result.status)},"machineVersion":${JSON.stringify(result.machineVersion)},"appliedVersion":${result.appliedVersion},"error":${JSON.stringify(result.error ?? null)}}`,
   );
-  await runFolded(
-    client,
-    {
-      name: await preparedName(client, 'statehouse.save-steps', ['entities']),
-      text: SAVE_SQL,
-      types: ['text[]', 'text[]', 'jsonb'],
-    },
-    [
+  await client.query({
+    name: await preparedName(client, 'statehouse.save-steps', ['entities']),
+    text: SAVE_SQL,
+    values: [
       results.map(({ entity }) => entity.machine),
       results.map(({ entity }) => entity.entityId),
       `[${steps.join(',')}]`,
     ],
-    'commit',
-  );
+  });
 }

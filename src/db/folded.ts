@@ -2,15 +2,16 @@ import type pg from 'pg';
 import { quoteIdent } from './pool.ts';
 
 /**
- * Running a hot statement with `begin` before it or `commit` after it in the same round
- * trip. node-postgres sends one query at a time and cannot pipeline, so a transaction of
- * two statements costs four round trips; on a busy machine each is a socket write, a
- * wake-up of the server and a read, worth more than the statement's own planning.
+ * Beginning a transaction with its first statement, in one round trip. node-postgres sends
+ * one query at a time and cannot pipeline, so `begin` costs a round trip of its own; on a
+ * busy machine that is a socket write, a wake-up of the server and a read, worth more than
+ * the statement's own planning.
  *
  * The statement is prepared once per connection with SQL `PREPARE`, and each run is one
- * simple-protocol query: `begin; execute name(...)` or `execute name(...); commit`, the
- * arguments written as literals. A failure anywhere in it runs none of what follows (a
- * failed `execute` is never followed by its `commit`).
+ * simple-protocol query, `begin; execute name(...)`, its arguments written as literals.
+ * So it suits statements whose arguments are the engine's own (limits, machine names):
+ * a literal is part of the statement's text, which Postgres shows in `pg_stat_activity`
+ * and logs with an error, where a bound parameter is not. Data stays in bound parameters.
  */
 
 /** A statement to prepare: its name, its SQL with `$n` parameters, and their types. */
@@ -49,28 +50,32 @@ function literal(arg: FoldedArg): string {
 }
 
 /**
- * Runs `statement` with `args` on `client`, with `begin` sent before it or `commit` after
- * it in the same query; resolves with the statement's own result.
+ * Begins a transaction on `client` and runs `statement` with `args` in it, in one round
+ * trip; resolves with the statement's result. The caller commits or rolls back.
  */
-export async function runFolded<R extends pg.QueryResultRow>(
+export async function beginWith<R extends pg.QueryResultRow>(
   client: pg.ClientBase,
   statement: FoldedStatement,
   args: readonly FoldedArg[],
-  fold: 'begin' | 'commit',
 ): Promise<pg.QueryResult<R>> {
+  // Postgres cuts longer names short, and two names alike in their first 63 bytes would
+  // then collide.
+  if (Buffer.byteLength(statement.name) > 63) {
+    throw new TypeError(`statement name longer than 63 bytes: ${statement.name}`);
+  }
+  const name = quoteIdent(statement.name);
+  const list = (items: readonly string[]) => (items.length === 0 ? '' : ` (${items.join(', ')})`);
+  // Written before anything is sent: an argument it cannot write fails with nothing sent.
+  const execute = `execute ${name}${list(args.map(literal))}`;
   let names = prepared.get(client);
   if (!names) {
     names = new Set();
     prepared.set(client, names);
   }
-  const name = quoteIdent(statement.name);
   if (!names.has(statement.name)) {
-    await client.query(`prepare ${name} (${statement.types.join(', ')}) as ${statement.text}`);
+    await client.query(`prepare ${name}${list(statement.types)} as ${statement.text}`);
     names.add(statement.name);
   }
-  const execute = `execute ${name}(${args.map(literal).join(', ')})`;
-  const results = (await client.query(
-    fold === 'begin' ? `begin; ${execute}` : `${execute}; commit`,
-  )) as unknown as pg.QueryResult<R>[];
-  return results[fold === 'begin' ? 1 : 0]!;
+  const [, result] = (await client.query(`begin; ${execute}`)) as unknown as pg.QueryResult<R>[];
+  return result!;
 }

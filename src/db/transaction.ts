@@ -50,8 +50,8 @@ export interface TransactionOptions {
    */
   autocommit?: boolean;
   /**
-   * `work` sends `begin` with its first statement and `commit` with its last (see
-   * `runFolded`), two round trips fewer; on a failure the transaction is rolled back here.
+   * `work` begins the transaction with its first statement (`beginWith`, one round trip
+   * fewer) and commits it; on a failure it is rolled back here.
    */
   folded?: boolean;
 }
@@ -68,11 +68,7 @@ export async function withTransaction<T>(
   const retries = options.retries ?? 5;
   for (let attempt = 0; ; attempt++) {
     try {
-      return await runOnce(
-        pool,
-        work,
-        options.folded ? 'folded' : options.autocommit ? 'autocommit' : 'wrapped',
-      );
+      return await runOnce(pool, work, bracketOf(options));
     } catch (error) {
       if (attempt >= retries || !(isRetryableDatabaseError(error) || options.alsoRetry?.(error))) throw error;
       await sleep(Math.min(2000, 20 * 2 ** attempt) * (0.5 + Math.random()));
@@ -82,6 +78,13 @@ export async function withTransaction<T>(
 
 /** How `work` stands to its transaction: wrapped in begin and commit here, alone, or folding them in itself. */
 type Bracket = 'wrapped' | 'autocommit' | 'folded';
+
+function bracketOf(options: TransactionOptions): Bracket {
+  if (options.folded && options.autocommit) {
+    throw new TypeError('a transaction cannot be both folded and autocommit');
+  }
+  return options.folded ? 'folded' : options.autocommit ? 'autocommit' : 'wrapped';
+}
 
 async function runOnce<T>(
   pool: pg.Pool,
@@ -106,7 +109,7 @@ async function runOnce<T>(
 
 /**
  * `work` on `client`: alone when `autocommit` (it sends one statement, its own transaction),
- * else between begin and commit (sent here unless `folded` into its statements), rolled
+ * else between begin and commit (sent here unless `folded`: then by the work itself), rolled
  * back on failure. `onBroken` hears of a rollback that could not be sent: the session is
  * unusable.
  */
@@ -121,6 +124,11 @@ async function runOn<C extends pg.ClientBase, T>(
   try {
     const result = await work(client);
     if (bracket === 'wrapped') await client.query('commit');
+    // A folded work that returned without committing would hand the connection back
+    // holding its locks, and the next borrower's work would join its transaction.
+    else if (client.getTransactionStatus() !== 'I') {
+      throw new Error('a folded transaction returned without committing');
+    }
     return result;
   } catch (error) {
     await client.query('rollback').catch(onBroken);
