@@ -115,3 +115,20 @@ describe('a step whose snapshot Postgres cannot store', () => {
     expect(String(result.error?.message)).toContain('no name for \ufffd or a\ufffdb');
   });
 });
+
+describe('the workflow registry', () => {
+  it('starts new entities on the highest version, whatever order the versions were registered in', () => {
+    const version = (v: number) =>
+      defineWorkflow({
+        name: 'counter',
+        version: v,
+        machine,
+        subjects: 'counter.*.>',
+        events: { add: z.null(), poison: z.object({ text: z.string(), big: z.boolean() }) },
+      });
+    const registry = new WorkflowRegistry([version(2), version(3), version(1)]);
+    expect(registry.latest('counter')?.version).toBe(3);
+    expect(applyEvents(registry, fresh, [event(1, 'add')]).machineVersion).toBe(3);
+    expect(registry.latest('nothing')).toBeUndefined();
+  });
+});

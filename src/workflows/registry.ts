@@ -15,6 +15,8 @@ export interface RouteMatch {
  */
 export class WorkflowRegistry {
   readonly #byName = new Map<string, Map<number, Workflow>>();
+  /** The newest version of each, found once: the dispatcher asks for every entity it steps. */
+  readonly #latest = new Map<string, Workflow>();
   readonly #subjectPrefix: string;
 
   constructor(workflows: readonly Workflow[], options: { subjectPrefix?: string } = {}) {
@@ -26,6 +28,8 @@ export class WorkflowRegistry {
       }
       versions.set(workflow.version, workflow);
       this.#byName.set(workflow.name, versions);
+      const latest = this.#latest.get(workflow.name);
+      if (!latest || workflow.version > latest.version) this.#latest.set(workflow.name, workflow);
     }
   }
 
@@ -39,9 +43,7 @@ export class WorkflowRegistry {
   }
 
   latest(name: string): Workflow | undefined {
-    const versions = this.#byName.get(name);
-    if (!versions) return undefined;
-    return versions.get(Math.max(...versions.keys()));
+    return this.#latest.get(name);
   }
 
   /**
