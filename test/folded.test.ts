@@ -20,6 +20,12 @@ const ECHO = {
   types: ['text', 'text[]', 'jsonb', 'int'],
 };
 
+const INSERT = {
+  name: 'test.insert',
+  text: 'insert into folded_rows values ($1, $2)',
+  types: ['int', 'text'],
+};
+
 describe('a statement that begins its transaction', () => {
   let t: TestContext;
   beforeAll(async () => {
@@ -76,15 +82,10 @@ describe('a statement that begins its transaction', () => {
   });
 
   it('holds what follows it in the same transaction: committed together, or rolled back together', async () => {
-    const insert = {
-      name: 'test.insert',
-      text: 'insert into folded_rows values ($1, $2)',
-      types: ['int', 'text'],
-    };
     await withTransaction(
       t.pool,
       async (client) => {
-        await beginWith(client, insert, [1, 'begun']);
+        await beginWith(client, INSERT, [1, 'begun']);
         await client.query("insert into folded_rows values (2, 'after it')");
         await client.query('commit');
       },
@@ -95,7 +96,7 @@ describe('a statement that begins its transaction', () => {
       withTransaction(
         t.pool,
         async (client) => {
-          await beginWith(client, insert, [3, 'rolled back']);
+          await beginWith(client, INSERT, [3, 'rolled back']);
           await client.query("insert into folded_rows values (1, 'duplicate')");
           await client.query('commit');
         },
@@ -134,13 +135,8 @@ describe('a statement that begins its transaction', () => {
   });
 
   it('fails, and rolls back, a folded work that returns without committing', async () => {
-    const insert = {
-      name: 'test.insert',
-      text: 'insert into folded_rows values ($1, $2)',
-      types: ['int', 'text'],
-    };
     await expect(
-      withTransaction(t.pool, (client) => beginWith(client, insert, [9, 'left open']), {
+      withTransaction(t.pool, (client) => beginWith(client, INSERT, [9, 'left open']), {
         folded: true,
         retries: 0,
       }),
