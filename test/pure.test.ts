@@ -136,3 +136,71 @@ describe('pure transitions and child actors', () => {
     }
   });
 });
+
+describe('initial transitions, entity after entity', () => {
+  type Input = { entityId: string; vip?: boolean };
+  const events: Event[] = [
+    { type: 'add', data: 1 },
+    { type: 'add', data: 2 },
+  ];
+  const add = assign({
+    items: ({
+      context,
+      event,
+    }: {
+      context: { items: number[] };
+      event: { type: string; data?: unknown };
+    }) => [...context.items, event.data as number],
+  });
+  // Each reads the input, or runs something on entry, in its own way; the first reads nothing.
+  const machines = {
+    'a constant initial state': setup({}).createMachine({
+      context: { items: [] as number[] },
+      initial: 'open',
+      states: { open: { on: { add: { actions: add as never } } } },
+    }),
+    'a context made from the input': setup({}).createMachine({
+      context: ({ input }: { input: Input }) => ({ items: [] as number[], id: input.entityId }),
+      initial: 'open',
+      states: { open: { on: { add: { actions: add as never } } } },
+    }),
+    'an entry action that reads the input': setup({}).createMachine({
+      context: { items: [] as number[], id: '' },
+      initial: 'open',
+      states: {
+        open: {
+          entry: assign({ id: ({ event }) => (event as unknown as { input: Input }).input.entityId }),
+          on: { add: { actions: add as never } },
+        },
+      },
+    }),
+    'an eventless transition on the input': setup({}).createMachine({
+      context: { items: [] as number[] },
+      initial: 'open',
+      states: {
+        open: {
+          always: {
+            guard: ({ event }) => (event as unknown as { input?: Input }).input?.vip === true,
+            target: 'vip',
+          },
+          on: { add: { actions: add as never } },
+        },
+        vip: { on: { add: { actions: add as never } } },
+      },
+    }),
+    'a delayed transition': setup({}).createMachine({
+      context: { items: [] as number[] },
+      initial: 'open',
+      states: { open: { after: { 1000: 'late' }, on: { add: { actions: add as never } } }, late: {} },
+    }),
+  };
+  for (const [name, machine] of Object.entries(machines)) {
+    it(`give what XState’s give for ${name}`, () => {
+      const inputs: Input[] = [{ entityId: 'a' }, { entityId: 'b', vip: true }, { entityId: 'c' }];
+      for (const input of inputs) {
+        const ours = run(machine, input, events, pureInitialTransition as never, pureTransition as never);
+        expect(ours).toEqual(run(machine, input, events, initialTransition, transition));
+      }
+    });
+  }
+});

@@ -133,9 +133,48 @@ export function pureTransition(
   return [next, actions];
 }
 
-/** Same as XState's `initialTransition(machine, input)`. */
+/**
+ * Each machine's initial snapshot when nothing in it can depend on the input (see
+ * `ignoresInput`), else null; absent until the machine's first initial transition.
+ */
+const constantInitial = new WeakMap<AnyStateMachine, AnyMachineSnapshot | null>();
+
+/**
+ * Same as XState's `initialTransition(machine, input)`. A machine whose initial snapshot
+ * cannot depend on the input gets the one made first, shared: snapshots are immutable, as
+ * XState already shares a static context between all its actors. An initial transition
+ * costs as much as two ordinary ones, and every new entity takes one.
+ */
 export function pureInitialTransition(machine: AnyStateMachine, input: unknown): PureResult {
+  const cached = constantInitial.get(machine);
+  if (cached) return [cached, []];
   const actions: ExecutableActionsFrom<AnyStateMachine>[] = [];
   const initial = machine.getInitialSnapshot(scopeFor(machine, actions), input);
+  if (cached === undefined)
+    constantInitial.set(machine, ignoresInput(machine, initial, actions) ? initial : null);
   return [initial, actions];
+}
+
+/**
+ * Whether a machine's initial snapshot is the same for every input: its context is a value,
+ * not a function of the input, and entering its initial states runs nothing (no entry
+ * action, delayed transition, invocation, eventless transition or initial-transition
+ * action), so no action, child or context change can read the input.
+ */
+function ignoresInput(
+  machine: AnyStateMachine,
+  initial: AnyMachineSnapshot,
+  actions: readonly unknown[],
+): boolean {
+  if (typeof machine.config.context === 'function' || actions.length > 0) return false;
+  if (initial.status !== 'active' || Object.keys(initial.children).length > 0) return false;
+  return initial._nodes.every(
+    (node) =>
+      // `after` adds its delayed raise to `entry` when first read, so it goes first.
+      node.after.length === 0 &&
+      node.entry.length === 0 &&
+      node.invoke.length === 0 &&
+      (node.always?.length ?? 0) === 0 &&
+      (node.type !== 'compound' || node.initial.actions.length === 0),
+  );
 }
