@@ -152,55 +152,113 @@ describe('initial transitions, entity after entity', () => {
       event: { type: string; data?: unknown };
     }) => [...context.items, event.data as number],
   });
+  const inputOf = (event: unknown) => (event as { input?: Input }).input;
+  const fromInput = assign({ id: ({ event }) => inputOf(event)?.entityId ?? '' }) as never;
   // Each reads the input, or runs something on entry, in its own way; the first reads nothing.
-  const machines = {
-    'a constant initial state': setup({}).createMachine({
-      context: { items: [] as number[] },
-      initial: 'open',
-      states: { open: { on: { add: { actions: add as never } } } },
-    }),
-    'a context made from the input': setup({}).createMachine({
-      context: ({ input }: { input: Input }) => ({ items: [] as number[], id: input.entityId }),
-      initial: 'open',
-      states: { open: { on: { add: { actions: add as never } } } },
-    }),
-    'an entry action that reads the input': setup({}).createMachine({
-      context: { items: [] as number[], id: '' },
-      initial: 'open',
-      states: {
-        open: {
-          entry: assign({ id: ({ event }) => (event as unknown as { input: Input }).input.entityId }),
-          on: { add: { actions: add as never } },
+  // Factories: the shared snapshot is kept per machine object.
+  const machines: Record<string, () => AnyStateMachine> = {
+    'a constant initial state': () =>
+      setup({}).createMachine({
+        context: { items: [] as number[] },
+        initial: 'open',
+        states: { open: { on: { add: { actions: add as never } } } },
+      }),
+    'a constant parallel initial state': () =>
+      setup({}).createMachine({
+        context: { items: [] as number[] },
+        type: 'parallel',
+        states: {
+          left: { initial: 'l1', states: { l1: { on: { add: { actions: add as never } } } } },
+          right: { initial: 'r1', states: { r1: {} } },
         },
-      },
-    }),
-    'an eventless transition on the input': setup({}).createMachine({
-      context: { items: [] as number[] },
-      initial: 'open',
-      states: {
-        open: {
-          always: {
-            guard: ({ event }) => (event as unknown as { input?: Input }).input?.vip === true,
-            target: 'vip',
+      }),
+    'a context made from the input': () =>
+      setup({}).createMachine({
+        context: ({ input }: { input: Input }) => ({ items: [] as number[], id: input.entityId }),
+        initial: 'open',
+        states: { open: { on: { add: { actions: add as never } } } },
+      }),
+    'an entry action that reads the input': () =>
+      setup({}).createMachine({
+        context: { items: [] as number[], id: '' },
+        initial: 'open',
+        states: { open: { entry: fromInput, on: { add: { actions: add as never } } } },
+      }),
+    'an eventless transition on the input': () =>
+      setup({}).createMachine({
+        context: { items: [] as number[] },
+        initial: 'open',
+        states: {
+          open: {
+            always: { guard: ({ event }) => inputOf(event)?.vip === true, target: 'vip' },
+            on: { add: { actions: add as never } },
           },
-          on: { add: { actions: add as never } },
+          vip: { on: { add: { actions: add as never } } },
         },
-        vip: { on: { add: { actions: add as never } } },
-      },
-    }),
-    'a delayed transition': setup({}).createMachine({
-      context: { items: [] as number[] },
-      initial: 'open',
-      states: { open: { after: { 1000: 'late' }, on: { add: { actions: add as never } } }, late: {} },
-    }),
+      }),
+    'a state passed straight through, whose entry reads the input': () =>
+      setup({}).createMachine({
+        context: { items: [] as number[], id: '' },
+        initial: 'through',
+        states: {
+          through: { entry: fromInput, always: 'open' },
+          open: { on: { add: { actions: add as never } } },
+        },
+      }),
+    'an eventless transition whose actions read the input': () =>
+      setup({}).createMachine({
+        context: { items: [] as number[], id: '' },
+        initial: 'through',
+        states: {
+          through: { always: { target: 'open', actions: fromInput } },
+          open: { on: { add: { actions: add as never } } },
+        },
+      }),
+    'a final state whose output reads the input': () =>
+      setup({}).createMachine({
+        context: { items: [] as number[], id: '' },
+        initial: 'start',
+        states: {
+          start: {
+            initial: 'done',
+            states: { done: { type: 'final', output: ({ event }) => inputOf(event)?.entityId } },
+            onDone: { actions: assign({ id: ({ event }) => String(event.output) }) },
+            on: { add: { actions: add as never } },
+          },
+        },
+      }),
+    'a delayed transition': () =>
+      setup({}).createMachine({
+        context: { items: [] as number[] },
+        initial: 'open',
+        states: { open: { after: { 1000: 'late' }, on: { add: { actions: add as never } } }, late: {} },
+      }),
   };
-  for (const [name, machine] of Object.entries(machines)) {
-    it(`give what XState’s give for ${name}`, () => {
-      const inputs: Input[] = [{ entityId: 'a' }, { entityId: 'b', vip: true }, { entityId: 'c' }];
-      for (const input of inputs) {
-        const ours = run(machine, input, events, pureInitialTransition as never, pureTransition as never);
-        expect(ours).toEqual(run(machine, input, events, initialTransition, transition));
+  const orders: Input[][] = [
+    [{ entityId: 'a' }, { entityId: 'b', vip: true }, { entityId: 'c' }],
+    [{ entityId: 'b', vip: true }, { entityId: 'a' }, { entityId: 'c' }],
+  ];
+  for (const [name, make] of Object.entries(machines)) {
+    it(`give what XState’s give for ${name}, whichever entity comes first`, () => {
+      for (const inputs of orders) {
+        const machine = make();
+        for (const input of inputs) {
+          const ours = run(machine, input, events, pureInitialTransition as never, pureTransition as never);
+          expect(ours).toEqual(run(machine, input, events, initialTransition, transition));
+        }
       }
     });
   }
+
+  it('share one snapshot between entities only for a machine that cannot tell them apart', () => {
+    const constant = machines['a constant initial state']!();
+    const [first] = pureInitialTransition(constant, { entityId: 'a' });
+    expect(pureInitialTransition(constant, { entityId: 'b' })[0]).toBe(first);
+    const parallel = machines['a constant parallel initial state']!();
+    const [firstParallel] = pureInitialTransition(parallel, { entityId: 'a' });
+    expect(pureInitialTransition(parallel, { entityId: 'b' })[0]).toBe(firstParallel);
+    const reading = machines['an entry action that reads the input']!();
+    const [fromA] = pureInitialTransition(reading, { entityId: 'a' });
+    expect(pureInitialTransition(reading, { entityId: 'b' })[0]).not.toBe(fromA);
+  });
 });

@@ -155,20 +155,29 @@ export function pureInitialTransition(machine: AnyStateMachine, input: unknown):
   return [initial, actions];
 }
 
+type AnyStateNode = AnyMachineSnapshot['_nodes'][number];
+
 /**
- * Whether a machine's initial snapshot is the same for every input: its context is a value,
- * not a function of the input, and entering its initial states runs nothing (no entry
- * action, delayed transition, invocation, eventless transition or initial-transition
- * action), so no action, child or context change can read the input.
+ * Whether a machine's initial snapshot is the same for every input. Decided from the
+ * machine's definition, not from where the first entity ended up (a transition taken on
+ * the way, by an eventless guard or a done event, may have read the input): the context is
+ * an object, not a function of the input; the states the machine starts in (`startingNodes`)
+ * are none final and run nothing on entry (no entry action, delayed or eventless
+ * transition, invocation or initial-transition action); and the snapshot is in exactly
+ * those states, so no transition was taken.
  */
 function ignoresInput(
   machine: AnyStateMachine,
   initial: AnyMachineSnapshot,
   actions: readonly unknown[],
 ): boolean {
-  if (typeof machine.config.context === 'function' || actions.length > 0) return false;
+  // Without a context XState makes a fresh `{}` for each actor; with one it shares it.
+  const { context } = machine.config;
+  if (typeof context !== 'object' || context === null || actions.length > 0) return false;
   if (initial.status !== 'active' || Object.keys(initial.children).length > 0) return false;
-  return initial._nodes.every(
+  const nodes = startingNodes(machine.root);
+  if (!nodes) return false;
+  const quiet = nodes.every(
     (node) =>
       // `after` adds its delayed raise to `entry` when first read, so it goes first.
       node.after.length === 0 &&
@@ -177,4 +186,30 @@ function ignoresInput(
       (node.always?.length ?? 0) === 0 &&
       (node.type !== 'compound' || node.initial.actions.length === 0),
   );
+  return (
+    quiet && initial._nodes.length === nodes.length && nodes.every((node) => initial._nodes.includes(node))
+  );
+}
+
+/**
+ * The states a machine enters first, by its definition: each compound state's initial
+ * child, every region of a parallel one. Undefined when that takes a final state (its done
+ * event and output run at once) or anything unusual (a history or deeper initial target).
+ */
+function startingNodes(root: AnyStateNode): AnyStateNode[] | undefined {
+  const nodes: AnyStateNode[] = [];
+  const visit = (node: AnyStateNode): boolean => {
+    nodes.push(node);
+    if (node.type === 'compound') {
+      const target = node.initial.target?.[0];
+      return target !== undefined && target.parent === node && target.type !== 'history' && visit(target);
+    }
+    if (node.type === 'parallel') {
+      return Object.values(node.states)
+        .filter((child) => child.type !== 'history')
+        .every(visit);
+    }
+    return node.type === 'atomic';
+  };
+  return visit(root) ? nodes : undefined;
 }
