@@ -3,10 +3,15 @@ import {
   type AnyMachineSnapshot,
   type AnyStateMachine,
   assign,
+  cancel,
+  emit,
+  fromCallback,
   fromPromise,
   initialTransition,
   raise,
+  sendTo,
   setup,
+  spawnChild,
   transition,
 } from 'xstate';
 import { workflows } from '../machines/index.ts';
@@ -103,7 +108,6 @@ describe('pure transitions with a reused inert actor', () => {
 
 describe('pure transitions and child actors', () => {
   it('give the same result as XState’s for spawned children with a systemId, sendTo, cancel and emit, entity after entity', async () => {
-    const { fromCallback, sendTo, spawnChild, cancel, emit } = await import('xstate');
     const machine = setup({
       actors: { child: fromCallback(() => () => {}) },
     }).createMachine({

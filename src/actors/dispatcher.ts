@@ -102,7 +102,7 @@ export class Dispatcher {
   /** One claim-apply-commit round; resolves with how many entities it moved. */
   async dispatchOnce(): Promise<number> {
     // The claim begins the transaction (one round trip fewer, see beginWith).
-    return withTransaction(this.#options.pool, (client) => this.#step(client), { folded: true });
+    return withTransaction(this.#options.pool, (client) => this.#step(client), { workBegins: true });
   }
 
   async #step(client: pg.ClientBase): Promise<number> {

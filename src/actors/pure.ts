@@ -10,7 +10,7 @@ import {
   fromTransition,
 } from 'xstate';
 
-/**
+/*
  * XState's pure `transition` and `initialTransition`, without their largest costs.
  *
  * Both build an inert actor scope on every call, and the inert actor's constructor
@@ -179,7 +179,8 @@ function ignoresInput(
   if (!nodes) return false;
   const quiet = nodes.every(
     (node) =>
-      // `after` adds its delayed raise to `entry` when first read, so it goes first.
+      // A delayed transition is also a raise in `entry`, and its action would show in
+      // `actions`; checked all the same.
       node.after.length === 0 &&
       node.entry.length === 0 &&
       node.invoke.length === 0 &&

@@ -1,4 +1,4 @@
-export { beginWith, type FoldedArg, type FoldedStatement } from './folded.ts';
+export { beginWith } from './begin-with.ts';
 export { AdvisoryLease } from './lease.ts';
 export { Listener } from './listener.ts';
 export { type MigrateResult, type Migration, migrate, readMigrations } from './migrate.ts';

@@ -51,9 +51,9 @@ export interface TransactionOptions {
   autocommit?: boolean;
   /**
    * `work` begins the transaction with its first statement (`beginWith`, one round trip
-   * fewer) and commits it; on a failure it is rolled back here.
+   * fewer) and commits it itself; on a failure it is rolled back here.
    */
-  folded?: boolean;
+  workBegins?: boolean;
 }
 
 /**
@@ -76,14 +76,17 @@ export async function withTransaction<T>(
   }
 }
 
-/** How `work` stands to its transaction: wrapped in begin and commit here, alone, or folding them in itself. */
-type Bracket = 'wrapped' | 'autocommit' | 'folded';
+/**
+ * How `work` stands to its transaction: between begin and commit sent here, alone in
+ * autocommit, or beginning and committing it itself.
+ */
+type Bracket = 'wrapped' | 'autocommit' | 'by-work';
 
 function bracketOf(options: TransactionOptions): Bracket {
-  if (options.folded && options.autocommit) {
-    throw new TypeError('a transaction cannot be both folded and autocommit');
+  if (options.workBegins && options.autocommit) {
+    throw new TypeError('a transaction cannot be both begun by its work and autocommit');
   }
-  return options.folded ? 'folded' : options.autocommit ? 'autocommit' : 'wrapped';
+  return options.workBegins ? 'by-work' : options.autocommit ? 'autocommit' : 'wrapped';
 }
 
 async function runOnce<T>(
@@ -109,7 +112,7 @@ async function runOnce<T>(
 
 /**
  * `work` on `client`: alone when `autocommit` (it sends one statement, its own transaction),
- * else between begin and commit (sent here unless `folded`: then by the work itself), rolled
+ * else between begin and commit (sent here, or by the work itself when `by-work`), rolled
  * back on failure. `onBroken` hears of a rollback that could not be sent: the session is
  * unusable.
  */
@@ -124,14 +127,17 @@ async function runOn<C extends pg.ClientBase, T>(
   try {
     const result = await work(client);
     if (bracket === 'wrapped') await client.query('commit');
-    // A folded work that returned without committing would hand the connection back
-    // holding its locks, and the next borrower's work would join its transaction.
+    // A work that returned without committing would hand the connection back holding its
+    // locks, and the next borrower's work would join its transaction.
     else if (client.getTransactionStatus() !== 'I') {
-      throw new Error('a folded transaction returned without committing');
+      throw new Error('a transaction begun by its work returned without committing');
     }
     return result;
   } catch (error) {
-    await client.query('rollback').catch(onBroken);
+    // A work that failed before it began has nothing to roll back.
+    if (bracket === 'wrapped' || client.getTransactionStatus() !== 'I') {
+      await client.query('rollback').catch(onBroken);
+    }
     throw error;
   }
 }

@@ -22,7 +22,7 @@ const ECHO = {
 
 const INSERT = {
   name: 'test.insert',
-  text: 'insert into folded_rows values ($1, $2)',
+  text: 'insert into begun_rows values ($1, $2)',
   types: ['int', 'text'],
 };
 
@@ -30,7 +30,7 @@ describe('a statement that begins its transaction', () => {
   let t: TestContext;
   beforeAll(async () => {
     t = await createTestContext();
-    await t.pool.query('create table folded_rows (id int primary key, note text)');
+    await t.pool.query('create table begun_rows (id int primary key, note text)');
   });
   afterAll(() => t.cleanup());
 
@@ -67,15 +67,22 @@ describe('a statement that begins its transaction', () => {
 
   it('prepares a statement once per connection', async () => {
     const client = await t.pool.connect();
+    const preparedAt = async () => {
+      const { rows } = await client.query<{ at: Date }>(
+        "select prepare_time as at from pg_prepared_statements where name = 'test.echo'",
+      );
+      return rows.map((row) => row.at.getTime());
+    };
     try {
-      for (let i = 0; i < 3; i++) {
+      await beginWith(client, ECHO, ['x', [], 'null', 0]);
+      await client.query('rollback');
+      const first = await preparedAt();
+      for (let i = 1; i < 3; i++) {
         await beginWith(client, ECHO, ['x', [], 'null', i]);
         await client.query('rollback');
       }
-      const { rows } = await client.query(
-        "select count(*)::int as n from pg_prepared_statements where name = 'test.echo'",
-      );
-      expect(rows[0].n).toBe(1);
+      expect(first).toHaveLength(1);
+      expect(await preparedAt()).toEqual(first);
     } finally {
       client.release();
     }
@@ -86,10 +93,10 @@ describe('a statement that begins its transaction', () => {
       t.pool,
       async (client) => {
         await beginWith(client, INSERT, [1, 'begun']);
-        await client.query("insert into folded_rows values (2, 'after it')");
+        await client.query("insert into begun_rows values (2, 'after it')");
         await client.query('commit');
       },
-      { folded: true },
+      { workBegins: true },
     );
     // A duplicate key fails the statement after it: row 3 goes with it.
     await expect(
@@ -97,20 +104,20 @@ describe('a statement that begins its transaction', () => {
         t.pool,
         async (client) => {
           await beginWith(client, INSERT, [3, 'rolled back']);
-          await client.query("insert into folded_rows values (1, 'duplicate')");
+          await client.query("insert into begun_rows values (1, 'duplicate')");
           await client.query('commit');
         },
-        { folded: true, retries: 0 },
+        { workBegins: true, retries: 0 },
       ),
     ).rejects.toMatchObject({ code: '23505' });
-    const { rows } = await t.pool.query('select id, note from folded_rows order by id');
+    const { rows } = await t.pool.query('select id, note from begun_rows order by id');
     expect(rows).toEqual([
       { id: 1, note: 'begun' },
       { id: 2, note: 'after it' },
     ]);
   });
 
-  it('leaves no transaction open on a connection whose work failed after a folded begin', async () => {
+  it('leaves no transaction open on a connection whose work failed after it began', async () => {
     const pool = t.pool;
     await expect(
       withTransaction(
@@ -119,7 +126,7 @@ describe('a statement that begins its transaction', () => {
           await beginWith(client, ECHO, ['x', [], 'null', 1]);
           throw new Error('the work failed');
         },
-        { folded: true },
+        { workBegins: true },
       ),
     ).rejects.toThrow('the work failed');
     // Every idle connection of the pool is outside a transaction.
@@ -134,14 +141,14 @@ describe('a statement that begins its transaction', () => {
     }
   });
 
-  it('fails, and rolls back, a folded work that returns without committing', async () => {
+  it('fails, and rolls back, a work that began a transaction and returns without committing', async () => {
     await expect(
       withTransaction(t.pool, (client) => beginWith(client, INSERT, [9, 'left open']), {
-        folded: true,
+        workBegins: true,
         retries: 0,
       }),
     ).rejects.toThrow(/returned without committing/);
-    const { rows } = await t.pool.query('select count(*)::int as n from folded_rows where id = 9');
+    const { rows } = await t.pool.query('select count(*)::int as n from begun_rows where id = 9');
     expect(rows[0].n).toBe(0);
   });
 
@@ -157,11 +164,11 @@ describe('a statement that begins its transaction', () => {
         expect(rows).toEqual([{ one: 1 }]);
         await client.query('commit');
       },
-      { folded: true },
+      { workBegins: true },
     );
   });
 
-  it('refuses a statement name Postgres would cut short, and folded with autocommit', async () => {
+  it('refuses a statement name Postgres would cut short, and a work that begins in autocommit', async () => {
     const client = await t.pool.connect();
     try {
       await expect(
@@ -170,15 +177,21 @@ describe('a statement that begins its transaction', () => {
     } finally {
       client.release();
     }
-    await expect(withTransaction(t.pool, async () => 1, { folded: true, autocommit: true })).rejects.toThrow(
-      /both folded and autocommit/,
-    );
+    await expect(
+      withTransaction(t.pool, async () => 1, { workBegins: true, autocommit: true }),
+    ).rejects.toThrow(/both begun by its work and autocommit/);
   });
 
-  it('refuses an argument it cannot write exactly', async () => {
+  it('refuses an argument it cannot write exactly, before sending anything', async () => {
     const client = await t.pool.connect();
     try {
-      await expect(beginWith(client, ECHO, ['x', [], 'null', 1.5])).rejects.toThrow(/not an integer/);
+      const never = { ...ECHO, name: 'test.never-prepared' };
+      await expect(beginWith(client, never, ['x', [], 'null', 1.5])).rejects.toThrow(/not an integer/);
+      expect(client.getTransactionStatus()).toBe('I');
+      const { rows } = await client.query(
+        "select count(*)::int as n from pg_prepared_statements where name = 'test.never-prepared'",
+      );
+      expect(rows[0].n).toBe(0);
     } finally {
       client.release();
     }

@@ -1,11 +1,12 @@
-import type pg from 'pg';
+import pg from 'pg';
 import { quoteIdent } from './pool.ts';
 
 /**
- * Beginning a transaction with its first statement, in one round trip. node-postgres sends
- * one query at a time and cannot pipeline, so `begin` costs a round trip of its own; on a
- * busy machine that is a socket write, a wake-up of the server and a read, worth more than
- * the statement's own planning.
+ * Beginning a transaction with its first statement, in one round trip. node-postgres
+ * waits for each query's answer before it sends the next (its `pipeline` option sends
+ * them at once, but as separate writes, and for every client of a pool), so `begin` costs
+ * a round trip of its own; on a busy machine that is a socket write, a wake-up of the
+ * server and a read, worth more than the statement's own planning.
  *
  * The statement is prepared once per connection with SQL `PREPARE`, and each run is one
  * simple-protocol query, `begin; execute name(...)`, its arguments written as literals.
@@ -15,38 +16,31 @@ import { quoteIdent } from './pool.ts';
  */
 
 /** A statement to prepare: its name, its SQL with `$n` parameters, and their types. */
-export interface FoldedStatement {
+export interface BeginStatement {
   name: string;
   text: string;
   types: readonly string[];
 }
 
-/** What can be written as an argument: integers, text (also for jsonb), text arrays, null. */
-export type FoldedArg = number | string | readonly string[] | null;
+/** What can be written as an argument: integers, text, text arrays, null. */
+export type LiteralArg = number | string | readonly string[] | null;
 
 const prepared = new WeakMap<pg.ClientBase, Set<string>>();
 
-/**
- * `text` as a string literal, correct whatever `standard_conforming_strings` is: the
- * escape-string form when it holds a backslash. node-postgres's `escapeLiteral` builds
- * the same a character at a time, slow on the dispatcher's save, whose snapshots run to
- * kilobytes.
- */
-export function textLiteral(text: string): string {
-  const quoted = text.replaceAll("'", "''");
-  return text.includes('\\') ? ` E'${quoted.replaceAll('\\', '\\\\')}'` : `'${quoted}'`;
-}
-
 /** `arg` as an SQL literal. */
-function literal(arg: FoldedArg): string {
+function literal(arg: LiteralArg): string {
   if (arg === null) return 'null';
   if (typeof arg === 'number') {
     // Only integers: anything else would need a format this does not promise.
     if (!Number.isSafeInteger(arg)) throw new TypeError(`not an integer argument: ${arg}`);
     return String(arg);
   }
-  if (typeof arg === 'string') return textLiteral(arg);
-  return arg.length === 0 ? `'{}'::text[]` : `array[${arg.map(textLiteral).join(',')}]::text[]`;
+  // The escape-string form when the text holds a backslash: read the same whatever
+  // standard_conforming_strings is.
+  if (typeof arg === 'string') return pg.escapeLiteral(arg);
+  return arg.length === 0
+    ? `'{}'::text[]`
+    : `array[${arg.map((s) => pg.escapeLiteral(s)).join(',')}]::text[]`;
 }
 
 /**
@@ -55,8 +49,8 @@ function literal(arg: FoldedArg): string {
  */
 export async function beginWith<R extends pg.QueryResultRow>(
   client: pg.ClientBase,
-  statement: FoldedStatement,
-  args: readonly FoldedArg[],
+  statement: BeginStatement,
+  args: readonly LiteralArg[],
 ): Promise<pg.QueryResult<R>> {
   // Postgres cuts longer names short, and two names alike in their first 63 bytes would
   // then collide.
