@@ -234,18 +234,20 @@ describe('steps', () => {
         await observer.end();
       }
     };
-    await withTransaction(t.pool, (client) =>
-      appendEvents(client, [
-        {
-          machine: 'ledger',
-          entityId: 'r-1',
-          type: 'ledger.entry',
-          data: { n: 1 },
-          messageId: 'r-1',
-          source: 'nats',
-        },
-      ]),
-    );
+    const append = (n: number) =>
+      withTransaction(t.pool, (client) =>
+        appendEvents(client, [
+          {
+            machine: 'ledger',
+            entityId: 'r-1',
+            type: 'ledger.entry',
+            data: { n },
+            messageId: `r-${n}`,
+            source: 'nats',
+          },
+        ]),
+      );
+    await append(1);
     expect(await dispatcher.dispatchOnce()).toBe(1);
     expect(await openTransactions()).toBe(0);
     expect((await entityRow(t.pool, 'r-1', 'ledger'))?.applied_version).toBe(1);
@@ -255,18 +257,7 @@ describe('steps', () => {
     await t.pool.query(
       'alter table entities add constraint test_refuse check (applied_version < 2) not valid',
     );
-    await withTransaction(t.pool, (client) =>
-      appendEvents(client, [
-        {
-          machine: 'ledger',
-          entityId: 'r-1',
-          type: 'ledger.entry',
-          data: { n: 2 },
-          messageId: 'r-2',
-          source: 'nats',
-        },
-      ]),
-    );
+    await append(2);
     await expect(dispatcher.dispatchOnce()).rejects.toMatchObject({ code: '23514' });
     expect(await openTransactions()).toBe(0);
     await t.pool.query('alter table entities drop constraint test_refuse');
