@@ -101,10 +101,20 @@ export class Dispatcher {
 
   /** One claim-apply-commit round; resolves with how many entities it moved. */
   async dispatchOnce(): Promise<number> {
-    // The claim begins the transaction (one round trip fewer, see beginWith).
-    return withTransaction(this.#options.pool, (client) => this.#step(client), { workBegins: true });
+    // The claim begins the transaction (one round trip fewer, see beginWith); the step,
+    // whatever it found, ends with the commit.
+    return withTransaction(
+      this.#options.pool,
+      async (client) => {
+        const moved = await this.#step(client);
+        await client.query('commit');
+        return moved;
+      },
+      { workBegins: true },
+    );
   }
 
+  /** Claims, applies and writes, in the transaction the claim begins; commits nothing. */
   async #step(client: pg.ClientBase): Promise<number> {
     const { registry, effects, batchSize, log } = this.#options;
     const claimed = await claimEntities(client, {
@@ -112,10 +122,7 @@ export class Dispatcher {
       machines: registry.names,
       eventsPerEntity: MAX_EVENTS_PER_STEP,
     });
-    if (claimed.length === 0) {
-      await client.query('commit');
-      return 0;
-    }
+    if (claimed.length === 0) return 0;
     const results: Array<{ entity: EntityRow; result: StepResult }> = [];
     for (const { entity, events } of claimed) {
       const result = applyEvents(registry, entity, events, (effect) => effects.accepts(effect));
@@ -149,7 +156,6 @@ export class Dispatcher {
     await writeOutbox(client, emitted, this.#options.outboxChannel);
     await writeTimers(client, timers, this.#options.timerChannel);
     await this.#options.hooks?.beforeStepCommit?.();
-    await client.query('commit');
     return claimed.length;
   }
 }

@@ -52,11 +52,6 @@ export async function beginWith<R extends pg.QueryResultRow>(
   statement: BeginStatement,
   args: readonly LiteralArg[],
 ): Promise<pg.QueryResult<R>> {
-  // Postgres cuts longer names short, and two names alike in their first 63 bytes would
-  // then collide.
-  if (Buffer.byteLength(statement.name) > 63) {
-    throw new TypeError(`statement name longer than 63 bytes: ${statement.name}`);
-  }
   const name = quoteIdent(statement.name);
   const list = (items: readonly string[]) => (items.length === 0 ? '' : ` (${items.join(', ')})`);
   // Written before anything is sent: an argument it cannot write fails with nothing sent.
@@ -67,6 +62,11 @@ export async function beginWith<R extends pg.QueryResultRow>(
     prepared.set(client, names);
   }
   if (!names.has(statement.name)) {
+    // Postgres cuts longer names short, and two names alike in their first 63 bytes would
+    // then collide.
+    if (Buffer.byteLength(statement.name) > 63) {
+      throw new TypeError(`statement name longer than 63 bytes: ${statement.name}`);
+    }
     await client.query(`prepare ${name}${list(statement.types)} as ${statement.text}`);
     names.add(statement.name);
   }

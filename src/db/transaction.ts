@@ -179,7 +179,7 @@ export class HeldConnection {
     if (this.#broken) this.release();
     const client = this.#client ?? (await this.#connect());
     try {
-      return await runOn(client, work, options.autocommit ? 'autocommit' : 'wrapped', this.#onError);
+      return await runOn(client, work, bracketOf(options), this.#onError);
     } catch (error) {
       // A lost connection is replaced; after an error of the statement itself (a lost race,
       // a fenced batch) the session is fine and is kept.

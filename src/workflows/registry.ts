@@ -15,8 +15,11 @@ export interface RouteMatch {
  */
 export class WorkflowRegistry {
   readonly #byName = new Map<string, Map<number, Workflow>>();
-  /** The newest version of each, found once: the dispatcher asks for every entity it steps. */
+  /** The newest version of each: the dispatcher asks for every entity it steps. */
   readonly #latest = new Map<string, Workflow>();
+  /** Made once: the registry does not change, and ingest and the dispatcher ask on every message and step. */
+  readonly #names: readonly string[];
+  readonly #current: readonly Workflow[];
   readonly #subjectPrefix: string;
 
   constructor(workflows: readonly Workflow[], options: { subjectPrefix?: string } = {}) {
@@ -31,15 +34,17 @@ export class WorkflowRegistry {
       const latest = this.#latest.get(workflow.name);
       if (!latest || workflow.version > latest.version) this.#latest.set(workflow.name, workflow);
     }
+    this.#names = [...this.#byName.keys()];
+    this.#current = this.#names.map((name) => this.#latest.get(name)!);
   }
 
-  get names(): string[] {
-    return [...this.#byName.keys()];
+  get names(): readonly string[] {
+    return this.#names;
   }
 
   /** The newest version of each workflow. */
-  get current(): Workflow[] {
-    return this.names.map((name) => this.latest(name)!);
+  get current(): readonly Workflow[] {
+    return this.#current;
   }
 
   latest(name: string): Workflow | undefined {
