@@ -1,4 +1,3 @@
-import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
@@ -10,7 +9,7 @@ import { createLogger } from '../src/shared/logger.ts';
 import { appendEvents } from '../src/store/index.ts';
 import { defineWorkflow, WorkflowRegistry } from '../src/workflows/index.ts';
 import { ledgerWorkflow } from './fixtures/ledger-app.ts';
-import { createTestContext, type TestContext, waitFor } from './helpers/context.ts';
+import { createTestContext, openTransactions, type TestContext, waitFor } from './helpers/context.ts';
 import { entityRow, orderPlaced } from './helpers/orders.ts';
 
 describe('actors', () => {
@@ -101,10 +100,14 @@ describe('actors', () => {
     const holder = await t.pool.connect();
     await holder.query('begin');
     await holder.query(`select 1 from entities where machine = 'ledger' and entity_id = 'm-2' for update`);
+    const [{ pid: holderPid }] = (await holder.query<{ pid: number }>('select pg_backend_pid() as pid'))
+      .rows as [{ pid: number }];
     const resuming = resumeFailedEntities(t.pool, { machine: 'ledger', notifyChannel });
+    // Blocked by the holder itself, not by any other lock wait of the running engine.
     await waitFor('the resume to wait for the held row', async () => {
       const { rows } = await t.pool.query(
-        `select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+        'select 1 from pg_stat_activity where $1 = any(pg_blocking_pids(pid))',
+        [holderPid],
       );
       return rows.length > 0;
     });
@@ -221,19 +224,6 @@ describe('steps', () => {
       pollIntervalMs: 1000,
       log: createLogger('silent'),
     });
-    // Asked on a connection of its own: one from the pool could be the very one left open.
-    const openTransactions = async () => {
-      const observer = new pg.Client({ connectionString: t.databaseUrl });
-      await observer.connect();
-      try {
-        const { rows } = await observer.query<{ n: number }>(
-          "select count(*)::int as n from pg_stat_activity where datname = current_database() and state like 'idle in transaction%'",
-        );
-        return rows[0]!.n;
-      } finally {
-        await observer.end();
-      }
-    };
     const append = (n: number) =>
       withTransaction(t.pool, (client) =>
         appendEvents(client, [
@@ -249,37 +239,45 @@ describe('steps', () => {
       );
     await append(1);
     expect(await dispatcher.dispatchOnce()).toBe(1);
-    expect(await openTransactions()).toBe(0);
+    expect(await openTransactions(t.databaseUrl)).toBe(0);
     expect((await entityRow(t.pool, 'r-1', 'ledger'))?.applied_version).toBe(1);
     expect(await dispatcher.dispatchOnce()).toBe(0);
-    expect(await openTransactions()).toBe(0);
+    expect(await openTransactions(t.databaseUrl)).toBe(0);
     // A save Postgres refuses fails the round, which is rolled back.
     await t.pool.query(
       'alter table entities add constraint test_refuse check (applied_version < 2) not valid',
     );
     await append(2);
     await expect(dispatcher.dispatchOnce()).rejects.toMatchObject({ code: '23514' });
-    expect(await openTransactions()).toBe(0);
+    expect(await openTransactions(t.databaseUrl)).toBe(0);
     await t.pool.query('alter table entities drop constraint test_refuse');
     expect(await dispatcher.dispatchOnce()).toBe(1);
     expect((await entityRow(t.pool, 'r-1', 'ledger'))?.snapshot?.context.entries).toEqual([1, 2]);
   });
 
-  it('invariant atomic step: a step whose save Postgres refuses runs again, and its work happens once when it can', async () => {
-    // Refuses the state the order's first step moves to, and counts the refusals (a
-    // sequence is not rolled back with the step).
+  it('invariant atomic step: a step Postgres refuses at commit runs again, and its work happens once when it can', async () => {
+    // Refuses, at commit (a deferred trigger), the state the order's first step moves to:
+    // after the step has written its job. Counts the refusals (a sequence is not rolled
+    // back with the step).
     await t.pool.query(`
       create sequence test_refusals;
-      create function test_refuse_reserving(state jsonb) returns boolean language sql as
-        $$ select case when state = '"reservingStock"' then nextval('test_refusals') < 0 else true end $$;
-      alter table entities add constraint test_refuse_reserving check (test_refuse_reserving(state)) not valid;`);
+      create function test_refuse_reserving() returns trigger language plpgsql as $$
+        begin
+          if new.state = '"reservingStock"' then
+            perform nextval('test_refusals');
+            raise exception 'refused by the test';
+          end if;
+          return new;
+        end $$;
+      create constraint trigger test_refuse_reserving after update on entities
+        deferrable initially deferred for each row execute function test_refuse_reserving();`);
     await t.startEngine();
     await t.publish(t.subject('orders.sv-1.placed'), orderPlaced());
-    await waitFor('the save to be refused twice', async () => {
+    await waitFor('the step to be refused twice', async () => {
       const { rows } = await t.pool.query<{ n: string }>('select last_value as n from test_refusals');
       return Number(rows[0]!.n) >= 2;
     });
-    await t.pool.query('alter table entities drop constraint test_refuse_reserving');
+    await t.pool.query('drop trigger test_refuse_reserving on entities');
     await waitFor(
       'sv-1 to apply its order',
       async () => ((await entityRow(t.pool, 'sv-1'))?.applied_version ?? 0) >= 1,

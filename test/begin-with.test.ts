@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { beginWith, withTransaction } from '../src/db/index.ts';
-import { createTestContext, type TestContext } from './helpers/context.ts';
+import { createTestContext, openTransactions, type TestContext } from './helpers/context.ts';
 
 /** Texts a literal must carry unchanged. */
 const AWKWARD = [
@@ -118,10 +118,9 @@ describe('a statement that begins its transaction', () => {
   });
 
   it('leaves no transaction open on a connection whose work failed after it began', async () => {
-    const pool = t.pool;
     await expect(
       withTransaction(
-        pool,
+        t.pool,
         async (client) => {
           await beginWith(client, ECHO, ['x', [], 'null', 1]);
           throw new Error('the work failed');
@@ -130,15 +129,7 @@ describe('a statement that begins its transaction', () => {
       ),
     ).rejects.toThrow('the work failed');
     // Every idle connection of the pool is outside a transaction.
-    const clients = await Promise.all(Array.from({ length: 3 }, () => pool.connect()));
-    try {
-      for (const client of clients) {
-        const { rows } = await client.query('select now() = statement_timestamp() as fresh');
-        expect(rows[0].fresh).toBe(true);
-      }
-    } finally {
-      for (const client of clients) client.release();
-    }
+    expect(await openTransactions(t.databaseUrl)).toBe(0);
   });
 
   it('fails, and rolls back, a work that began a transaction and returns without committing', async () => {

@@ -127,6 +127,23 @@ export async function createTestContext(overrides: ConfigInput = {}): Promise<Te
 }
 
 /** Polls `check` until it returns a value other than undefined/false, or fails after `timeoutMs`. */
+/**
+ * How many connections to `databaseUrl`'s database sit idle inside a transaction. Asked on
+ * a connection of its own: one taken from a pool could be the very one left open.
+ */
+export async function openTransactions(databaseUrl: string): Promise<number> {
+  const observer = new pg.Client({ connectionString: databaseUrl });
+  await observer.connect();
+  try {
+    const { rows } = await observer.query<{ n: number }>(
+      "select count(*)::int as n from pg_stat_activity where datname = current_database() and state like 'idle in transaction%'",
+    );
+    return rows[0]!.n;
+  } finally {
+    await observer.end();
+  }
+}
+
 export async function waitFor<T>(
   what: string,
   check: () => Promise<T | undefined | false>,
