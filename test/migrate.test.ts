@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ENTITY_STATUSES } from '../src/actors/index.ts';
 import { createPool, migrate, readMigrations } from '../src/db/index.ts';
 import { createTestContext, type TestContext } from './helpers/context.ts';
 
@@ -12,6 +13,18 @@ describe('migrations', () => {
   it('are numbered from 1 without gaps', () => {
     const migrations = readMigrations();
     expect(migrations.map((m) => m.version)).toEqual(migrations.map((_, i) => i + 1));
+  });
+
+  it('allow exactly the entity statuses the engine knows', async () => {
+    // The start-up version check and the listings name the statuses (LIVE_STATUSES,
+    // ENTITY_STATUSES): one added to the table and not there would escape both.
+    const { rows } = await t.pool.query<{ def: string }>(
+      `select pg_get_constraintdef(oid) as def from pg_constraint
+        where conrelid = 'entities'::regclass and contype = 'c' and pg_get_constraintdef(oid) like '%status%'`,
+    );
+    expect(rows).toHaveLength(1);
+    const allowed = [...rows[0]!.def.matchAll(/'([^']+)'::text/g)].map((m) => m[1]);
+    expect(allowed.sort()).toEqual([...ENTITY_STATUSES].sort());
   });
 
   it('apply once when several processes start at the same time', async () => {
