@@ -53,10 +53,9 @@ export async function entityCommand(
 const entitiesOptions = z.object({
   machine: z.string().min(1).optional(),
   status: z.enum(ENTITY_STATUSES).optional(),
-  limit: z.coerce.number().int().min(1).max(10_000),
+  /** Not defaulted here: resume refuses one given, and the listing has its own default. */
+  limit: z.coerce.number().int().min(1).max(10_000).optional(),
   json: z.boolean().optional(),
-  /** Whether --limit was given, not defaulted: resume refuses it. */
-  limitGiven: z.boolean().optional(),
 });
 
 export async function entitiesCommand(
@@ -81,7 +80,7 @@ export async function entitiesCommand(
     if (options.status !== undefined && options.status !== 'failed') {
       throw new UsageError('entities resume resumes failed entities; leave out --status');
     }
-    if (options.limitGiven || options.json) {
+    if (options.limit !== undefined || options.json) {
       throw new UsageError(
         'entities resume takes --machine only: it resumes every failed entity of the machine (resume a few first with `statehouse entity <id> resume`)',
       );

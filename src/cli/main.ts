@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { ENTITY_STATUSES } from '../actors/index.ts';
 import { StatehouseError } from '../errors/index.ts';
 import { entitiesCommand, entityCommand, migrateCommand, publishCommand, startCommand } from './commands.ts';
 import { jobsCommand } from './jobs.ts';
@@ -35,12 +36,10 @@ program
     'entities by machine and status, most recently changed first (action: list), or resume every failed one of a machine once it is fixed (action: resume, with --machine)',
   )
   .option('--machine <name>', 'only this machine')
-  .option('--status <status>', 'only this status: active, done, failed, compensating, needs-attention')
-  .option('--limit <n>', 'at most this many', '50')
+  .option('--status <status>', `only this status: ${ENTITY_STATUSES.join(', ')}`)
+  .option('--limit <n>', 'at most this many (default 50)')
   .option('--json', 'print JSON')
-  .action((action: string | undefined, options: Record<string, unknown>, command: Command) =>
-    entitiesCommand(action, { ...options, limitGiven: command.getOptionValueSource('limit') === 'cli' }),
-  );
+  .action(entitiesCommand);
 
 program
   .command('publish <subject> <payload>')

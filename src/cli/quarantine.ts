@@ -7,7 +7,7 @@ import {
   dropQuarantined,
   getQuarantined,
   listQuarantine,
-  type RedriveOutcome,
+  type RedriveOptions,
   redriveAllHeld,
   redriveQuarantined,
 } from '../ingest/index.ts';
@@ -111,11 +111,11 @@ export function quarantineCommand(): Command {
       const app = await loadApp(options.app);
       const registry = new WorkflowRegistry(app.workflows, { subjectPrefix: config.nats.subjectPrefix });
       await withDatabase(config, log, async (pool) => {
-        const redrive = {
+        const redrive: Omit<RedriveOptions, 'payloads'> = {
           maxPayloadBytes: config.nats.maxPayloadBytes,
           notifyChannel: dispatchChannel(config.database.schema),
           // Said as each commits: when a later one fails, the earlier ones stand.
-          onOutcome: (o: RedriveOutcome) => {
+          onOutcome: (o) => {
             if (o.outcome === 'still-invalid') process.exitCode = 1;
             if (o.outcome === 'stored')
               console.log(`${o.id}: stored as an event of ${o.machine} ${o.entityId}`);

@@ -109,7 +109,7 @@ export class OutboxRelay {
     // would read the whole table.
     const { rows } = await this.#o.pool.query<{ scanned: number; last: number | null; deleted: number }>(
       `with page as (
-         select id, sent_at from outbox where sent_at is not null and id > $3 order by id limit $2
+         select id from outbox where sent_at is not null and id > $3 order by id limit $2
        ), gone as (
          -- By id through the primary key (a join would hash the whole table).
          delete from outbox
