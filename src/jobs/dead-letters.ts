@@ -12,7 +12,7 @@ import { type JobData, OUTCOME_ID_PREFIX } from './queues.ts';
  * for over an hour).
  */
 const RECENT = '1 hour';
-export const FULL_SWEEP_INTERVAL_MS = 10 * 60_000;
+const FULL_SWEEP_INTERVAL_MS = 10 * 60_000;
 /** Dead letters one pass (a page of a walk) looks at, by default. */
 const SWEEP_LIMIT = 500;
 
@@ -41,6 +41,47 @@ export interface SweepResult {
   next?: SweepPosition;
   /** Another process was sweeping: this one looked at nothing. */
   elsewhere?: true;
+}
+
+/**
+ * The sweep's rounds, for a polling loop. A walk goes through the dead letters a page per
+ * round: every one of them at start, after a walk that failed or left one held by an
+ * operator, and every FULL_SWEEP_INTERVAL_MS; otherwise those of the last hour. A full walk
+ * is due once `fullDueAt` has passed (0: at once).
+ */
+export function deadLetterSweepRounds(
+  pool: pg.Pool,
+  bossSchema: string,
+  deadLetterQueues: readonly string[],
+  outcomes: OutcomeRecorder,
+  log: Logger,
+): () => Promise<{ more: boolean }> {
+  let walk: (SweepPass & { heldBack: boolean }) | undefined;
+  let fullDueAt = 0;
+  return async () => {
+    walk ??= { full: Date.now() >= fullDueAt, heldBack: false };
+    try {
+      const result = await sweepDeadLetters(pool, bossSchema, deadLetterQueues, outcomes, log, walk);
+      if (result.settled > 0) {
+        log.warn({ settled: result.settled }, 'recorded the outcome of dead letters that had none');
+      }
+      walk.heldBack ||= result.heldBack;
+      if (result.next) {
+        walk.after = result.next;
+        return { more: true };
+      }
+      // A full walk that got to its end; one given up because another process was
+      // sweeping leaves the schedule as it was.
+      if (walk.full && !result.elsewhere) fullDueAt = Date.now() + FULL_SWEEP_INTERVAL_MS;
+      if (walk.heldBack) fullDueAt = 0;
+    } catch (error) {
+      // Dead letters may have arrived while it could not look.
+      fullDueAt = 0;
+      log.error({ err: error }, 'dead-letter sweep failed; it runs again');
+    }
+    walk = undefined;
+    return { more: false };
+  };
 }
 
 /**

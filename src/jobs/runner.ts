@@ -10,12 +10,7 @@ import type { Logger } from '../shared/logger.ts';
 import { PollingLoop } from '../shared/polling-loop.ts';
 import { isDuplicateMessageError } from '../store/index.ts';
 import type { JobEffect } from '../workflows/index.ts';
-import {
-  FULL_SWEEP_INTERVAL_MS,
-  type SweepPosition,
-  sweepDeadLetters,
-  unrecordedOutput,
-} from './dead-letters.ts';
+import { deadLetterSweepRounds, unrecordedOutput } from './dead-letters.ts';
 import type { Handler, HandlerContext } from './handler.ts';
 import { type JobOutcome, OutcomeRecorder, recordedOutcomeTypes } from './outcomes.ts';
 import {
@@ -258,41 +253,12 @@ export class JobRunner implements EffectSink {
   #sweepLoop(): PollingLoop {
     const { deadLetterSweepSeconds, log, pool, bossSchema, databaseUrl } = this.#options;
     const queues = [...this.#tasks.values()].map((task) => deadLetterQueueName(task.handler.name, task.kind));
-    // A walk goes through the dead letters a page per pass: every one of them at start,
-    // after a walk that failed or left one held by an operator, and every
-    // FULL_SWEEP_INTERVAL_MS; otherwise those of the last hour. A full walk is due once
-    // `fullDueAt` has passed (0: at once).
-    let walk: { full: boolean; after?: SweepPosition; heldBack: boolean } | undefined;
-    let fullDueAt = 0;
     return new PollingLoop({
       name: 'dead-letter sweep',
       databaseUrl,
       pollIntervalMs: deadLetterSweepSeconds * 1000,
       log,
-      round: async () => {
-        walk ??= { full: Date.now() >= fullDueAt, heldBack: false };
-        try {
-          const result = await sweepDeadLetters(pool, bossSchema, queues, this.#outcomes, log, walk);
-          if (result.settled > 0) {
-            log.warn({ settled: result.settled }, 'recorded the outcome of dead letters that had none');
-          }
-          walk.heldBack ||= result.heldBack;
-          if (result.next) {
-            walk.after = result.next;
-            return { more: true };
-          }
-          // A full walk that got to its end; one given up because another process was
-          // sweeping leaves the schedule as it was.
-          if (walk.full && !result.elsewhere) fullDueAt = Date.now() + FULL_SWEEP_INTERVAL_MS;
-          if (walk.heldBack) fullDueAt = 0;
-        } catch (error) {
-          // Dead letters may have arrived while it could not look.
-          fullDueAt = 0;
-          log.error({ err: error }, 'dead-letter sweep failed; it runs again');
-        }
-        walk = undefined;
-        return { more: false };
-      },
+      round: deadLetterSweepRounds(pool, bossSchema, queues, this.#outcomes, log),
     });
   }
 
