@@ -60,9 +60,15 @@ export class OutboxRelay {
       log: options.log,
       round: async () => {
         if (!(await this.#lease.tryAcquire())) return { more: false };
-        // First: a row that cannot be published makes relayOnce throw, and must not stop it.
-        const pruning = await this.#pruneWhenDue();
-        const sent = await this.relayOnce();
+        // Publishing first: emitted events do not wait behind housekeeping. Pruning still
+        // runs when a row that cannot be published makes relayOnce throw.
+        let sent = 0;
+        let pruning = false;
+        try {
+          sent = await this.relayOnce();
+        } finally {
+          pruning = await this.#pruneWhenDue();
+        }
         return { more: sent > 0 || pruning };
       },
     });
@@ -85,7 +91,7 @@ export class OutboxRelay {
   /**
    * Deletes the rows sent more than `keepSentHours` ago; resolves with how many. Rows are
    * only transport once JetStream has them: the emitted events stay in the emit stream for
-   * as long as it keeps them. (The relay itself does this a page per round, between
+   * as long as it keeps them. (The relay itself does this a page per round, after
    * publishing, once a minute.)
    */
   async pruneSent(): Promise<number> {
