@@ -55,8 +55,9 @@ export async function migrate(
   client.on('error', onError);
   const lockKey = `statehouse.migrate:${schema}`;
   try {
-    // Waiting behind another migration is the point here, whatever lock_timeout the
-    // session was given (the CLI's sessions have one); reset when the client goes back.
+    // Waiting behind another migration, and the migrations' own lock waits, are the point
+    // here, whatever lock_timeout the session was given (the CLI's sessions have one):
+    // lifted for the whole run, reset before the client goes back.
     await client.query('set lock_timeout = 0');
     await client.query('select pg_advisory_lock(hashtext($1))', [lockKey]);
     await client.query(`create schema if not exists ${quoteIdent(schema)}`);
